@@ -1,0 +1,38 @@
+# Set-up is part of every target: a fresh Debian machine with a Rust toolchain needs
+# only `make demo` or `make test`.
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: deps build demo test lint unit bench-routing
+
+# pingora's zlib-ng build script needs cmake.
+deps:
+	@command -v cmake >/dev/null 2>&1 || { \
+		echo "installing cmake (needed to build pingora)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake; }
+
+build: deps
+	$(CARGO) build --release
+
+demo: deps
+	$(CARGO) run --release -- demo
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: lint
+	$(CARGO) test --all-targets
+
+# Compares corral's routing strategies with nginx in front of a simulated fleet; prints
+# a markdown table, writes target/bench-results/routing_quality.json. QUICK=1 for a
+# one-minute smoke run. nginx is the baseline: installed from Debian if missing
+# (nginx-light where the release still has it, else nginx).
+bench-routing: deps
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+		$(SUDO) apt-get update -qq; \
+		pkg=nginx-light; \
+		apt-cache policy nginx-light 2>/dev/null | grep -q 'Candidate: [0-9]' || pkg=nginx; \
+		echo "installing $$pkg (the benchmark's baseline)"; \
+		$(SUDO) apt-get install -y -qq $$pkg; }
+	$(CARGO) bench --bench routing_quality -- $(if $(QUICK),--quick)

@@ -1,0 +1,64 @@
+//! JSON views of the pool for the admin API and the CLI.
+
+use serde::{Deserialize, Serialize};
+
+use crate::pool::{Backend, RoutingTable};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackendView {
+    pub name: String,
+    pub url: String,
+    pub healthy: bool,
+    pub in_flight: usize,
+    pub max_concurrency: usize,
+    pub weight: u32,
+    pub requests: u64,
+    pub version: Option<String>,
+    pub models: Vec<String>,
+    pub resident: Vec<String>,
+    pub last_error: Option<String>,
+}
+
+impl BackendView {
+    pub fn of(b: &Backend) -> BackendView {
+        let inv = b.state.inventory.load();
+        let mut models: Vec<String> = inv.models.iter().map(|m| m.to_string()).collect();
+        let mut resident: Vec<String> = inv.resident.iter().map(|m| m.to_string()).collect();
+        models.sort();
+        resident.sort();
+        BackendView {
+            name: b.name().to_string(),
+            url: b.config.url.base(),
+            healthy: b.is_available(),
+            in_flight: b.state.in_flight(),
+            max_concurrency: b.config.max_concurrency,
+            weight: b.config.weight,
+            requests: b.state.requests(),
+            version: inv.version.clone(),
+            models,
+            resident,
+            last_error: b.state.last_error.load().as_deref().cloned(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusView {
+    pub version: String,
+    pub strategy: String,
+    pub backends_total: usize,
+    pub backends_healthy: usize,
+    pub in_flight: usize,
+}
+
+impl StatusView {
+    pub fn of(table: &RoutingTable) -> StatusView {
+        StatusView {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            strategy: table.config.routing.strategy.as_str().to_string(),
+            backends_total: table.backends.len(),
+            backends_healthy: table.backends.iter().filter(|b| b.is_available()).count(),
+            in_flight: table.backends.iter().map(|b| b.state.in_flight()).sum(),
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Deserializers that validate as they parse, so serde_yaml can attach the location of
+//! the offending value to each error.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::BackendConfig;
+
+// Checks run inside the visitors, not after `deserialize` returns: serde_yaml marks an
+// error with the scalar's position only while the scalar is being visited; later it
+// points at the enclosing mapping.
+
+/// `500ms`, `2s`, `5m`, or a bare number of seconds.
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    struct DurationVisitor;
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration such as 500ms, 2s or 5m")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(v))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+            Duration::try_from_secs_f64(v)
+                .map_err(|e| E::custom(format!("invalid duration {v}: {e}")))
+        }
+        fn visit_str<E: de::Error>(self, t: &str) -> Result<Duration, E> {
+            humantime::parse_duration(t.trim()).map_err(|e| {
+                E::custom(format!(
+                    "invalid duration '{t}': {e} (expected e.g. 500ms, 2s, 5m)"
+                ))
+            })
+        }
+    }
+    d.deserialize_any(DurationVisitor)
+}
+
+/// A whole number ≥ 1 that fits in `T`.
+struct Positive<T>(std::marker::PhantomData<T>);
+
+impl<T: TryFrom<u64>> Visitor<'_> for Positive<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a whole number of at least 1")
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        if v == 0 {
+            return Err(E::custom("must be at least 1"));
+        }
+        T::try_from(v).map_err(|_| E::custom("value too large"))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(E::custom("must be at least 1")),
+        }
+    }
+}
+
+pub fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    d.deserialize_u64(Positive(std::marker::PhantomData))
+}
+
+pub fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    d.deserialize_u64(Positive(std::marker::PhantomData))
+}
+
+/// The affinity load bound: a factor over the average load, at least 1.
+pub fn load_bound<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    struct BoundVisitor;
+    impl Visitor<'_> for BoundVisitor {
+        type Value = f64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a number of at least 1.0, e.g. 1.25")
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+            if v.is_finite() && v >= 1.0 {
+                Ok(v)
+            } else {
+                Err(E::custom(format!("bound must be at least 1.0, got {v}")))
+            }
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+            self.visit_f64(v as f64)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+            self.visit_f64(v as f64)
+        }
+    }
+    d.deserialize_any(BoundVisitor)
+}
+
+fn parse_addr<E: de::Error>(s: &str) -> Result<SocketAddr, E> {
+    s.trim().parse().map_err(|_| {
+        E::custom(format!(
+            "invalid listen address '{s}' (expected IP:PORT, e.g. 0.0.0.0:11434)"
+        ))
+    })
+}
+
+/// `listen: ADDR` or `listen: [ADDR, ...]`.
+pub fn one_or_many_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    struct AddrsVisitor;
+    impl<'de> Visitor<'de> for AddrsVisitor {
+        type Value = Vec<SocketAddr>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an IP:PORT address or a list of them")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(vec![parse_addr(s)?])
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                out.push(parse_addr(&s)?);
+            }
+            if out.is_empty() {
+                return Err(de::Error::custom("listen needs at least one address"));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(AddrsVisitor)
+}
+
+/// Backend names appear in metrics labels, headers and URLs of the admin API.
+pub fn backend_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_str(StrVisitor(check_backend_name))
+}
+
+pub fn check_backend_name(name: &str) -> Result<String, String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        return Err(format!(
+            "invalid backend name '{name}' (1-64 characters of A-Z a-z 0-9 - _ .)"
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// Parses a string scalar with `check`, reporting failures at the scalar.
+struct StrVisitor<T>(fn(&str) -> Result<T, String>);
+
+impl<T> Visitor<'_> for StrVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+        (self.0)(s).map_err(E::custom)
+    }
+}
+
+/// The backend list, rejecting a name used twice at the element that repeats it.
+pub fn unique_backends<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<BackendConfig>, D::Error> {
+    struct BackendsVisitor;
+    impl<'de> Visitor<'de> for BackendsVisitor {
+        type Value = Vec<BackendConfig>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of backends")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out: Vec<BackendConfig> = Vec::new();
+            while let Some(b) = seq.next_element::<BackendConfig>()? {
+                if out.iter().any(|o| o.name == b.name) {
+                    return Err(de::Error::custom(format!(
+                        "duplicate backend name '{}'",
+                        b.name
+                    )));
+                }
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(BackendsVisitor)
+}
+
+/// A plain-HTTP Ollama address. Follows `OLLAMA_HOST` rules: without a scheme the port
+/// defaults to 11434, with `http://` to 80.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendUrl {
+    /// `host:port`, also used as the `Host` header sent to the backend.
+    pub authority: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BackendUrl {
+    pub fn parse(raw: &str) -> Result<BackendUrl, String> {
+        let s = raw.trim();
+        let (rest, default_port) = match s.split_once("://") {
+            Some(("http", rest)) => (rest, 80),
+            Some((scheme, _)) => {
+                return Err(format!(
+                "unsupported scheme '{scheme}' in backend url '{raw}' (only http:// is supported)"
+            ))
+            }
+            None => (s, 11434),
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') || rest.contains('?') {
+            return Err(format!(
+                "backend url '{raw}' has a path; corral needs the server root (http://host:port)"
+            ));
+        }
+        let uri: http::uri::Authority = rest
+            .parse()
+            .map_err(|e| format!("invalid backend url '{raw}': {e}"))?;
+        if uri.host().is_empty() {
+            return Err(format!("backend url '{raw}' has no host"));
+        }
+        let host = uri.host().trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(default_port);
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(BackendUrl {
+            authority,
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// `http://host:port` for clients that want a base URL.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.authority)
+    }
+}
+
+impl fmt::Display for BackendUrl {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.base())
+    }
+}
+
+impl<'de> Deserialize<'de> for BackendUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor(BackendUrl::parse))
+    }
+}
+
+impl serde::Serialize for BackendUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.base())
+    }
+}

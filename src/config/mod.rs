@@ -1,0 +1,342 @@
+//! The one internal configuration model every other module reads, and its loading from
+//! YAML. Validation happens while deserializing so that every error carries the
+//! `file:line:col` of the offending value.
+
+mod de;
+mod error;
+
+pub use error::ConfigError;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A parsed, validated configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Addresses of the drop-in Ollama endpoint (one address or a list).
+    #[serde(
+        default = "defaults::listen",
+        deserialize_with = "de::one_or_many_addrs"
+    )]
+    pub listen: Vec<SocketAddr>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub timeouts: TimeoutConfig,
+    /// Worker threads of the proxy service.
+    #[serde(default = "defaults::threads")]
+    pub threads: usize,
+    /// On SIGTERM, how long in-flight requests may finish before corral exits.
+    #[serde(
+        default = "defaults::shutdown_grace",
+        deserialize_with = "de::duration"
+    )]
+    pub shutdown_grace: Duration,
+    #[serde(default, deserialize_with = "de::unique_backends")]
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: defaults::admin_listen(),
+            token: None,
+            token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Conversation affinity with bounded load; falls back to least-loaded.
+    #[default]
+    Affinity,
+    LeastLoaded,
+    RoundRobin,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Affinity => "affinity",
+            Strategy::LeastLoaded => "least_loaded",
+            Strategy::RoundRobin => "round_robin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Request header carrying an explicit session key.
+    #[serde(default = "defaults::affinity_header")]
+    pub affinity_header: String,
+    /// Add `X-Corral-Backend` / `X-Corral-Route` to proxied responses.
+    #[serde(default = "defaults::yes")]
+    pub response_headers: bool,
+    /// How many other backends a request may be retried on after a connect failure.
+    #[serde(default = "defaults::max_retries")]
+    pub max_retries: usize,
+    /// `Retry-After` sent with 503 answers.
+    #[serde(default = "defaults::retry_after", deserialize_with = "de::duration")]
+    pub retry_after: Duration,
+    /// Affinity keeps a conversation on its box until that box's load exceeds
+    /// `bound` × the average load of the candidates.
+    #[serde(default = "defaults::bound", deserialize_with = "de::load_bound")]
+    pub bound: f64,
+    /// Requests that may wait in corral for a free slot (0 = no queue: send anyway).
+    #[serde(default = "defaults::queue_size")]
+    pub queue_size: usize,
+    /// Longest wait in the queue before a 503.
+    #[serde(default = "defaults::queue_timeout", deserialize_with = "de::duration")]
+    pub queue_timeout: Duration,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            strategy: Strategy::default(),
+            affinity_header: defaults::affinity_header(),
+            response_headers: true,
+            max_retries: defaults::max_retries(),
+            retry_after: defaults::retry_after(),
+            bound: defaults::bound(),
+            queue_size: defaults::queue_size(),
+            queue_timeout: defaults::queue_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(
+        default = "defaults::health_interval",
+        deserialize_with = "de::duration"
+    )]
+    pub interval: Duration,
+    /// Deadline of one probe request.
+    #[serde(
+        default = "defaults::health_timeout",
+        deserialize_with = "de::duration"
+    )]
+    pub timeout: Duration,
+    /// Consecutive successes that bring an unhealthy backend back.
+    #[serde(default = "defaults::rise", deserialize_with = "de::positive_u32")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take a healthy backend out.
+    #[serde(default = "defaults::fall", deserialize_with = "de::positive_u32")]
+    pub unhealthy_threshold: u32,
+    /// Live traffic: consecutive failed requests (5xx, connect errors, timeouts, streams
+    /// cut before `done`) that eject a backend.
+    #[serde(
+        default = "defaults::eject_after",
+        deserialize_with = "de::positive_u32"
+    )]
+    pub eject_after: u32,
+    /// First ejection time; doubles with each ejection in a row, up to `eject_max`.
+    #[serde(default = "defaults::eject_base", deserialize_with = "de::duration")]
+    pub eject_base: Duration,
+    #[serde(default = "defaults::eject_max", deserialize_with = "de::duration")]
+    pub eject_max: Duration,
+    /// After Ollama answers 503 "server busy", how long its capacity counts as reduced.
+    #[serde(default = "defaults::busy_backoff", deserialize_with = "de::duration")]
+    pub busy_backoff: Duration,
+}
+
+impl HealthConfig {
+    pub fn eject_policy(&self) -> crate::pool::EjectPolicy {
+        crate::pool::EjectPolicy {
+            after_failures: self.eject_after,
+            base: self.eject_base,
+            max: self.eject_max,
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: defaults::health_interval(),
+            timeout: defaults::health_timeout(),
+            healthy_threshold: defaults::rise(),
+            unhealthy_threshold: defaults::fall(),
+            eject_after: defaults::eject_after(),
+            eject_base: defaults::eject_base(),
+            eject_max: defaults::eject_max(),
+            busy_backoff: defaults::busy_backoff(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutConfig {
+    /// TCP connect to a backend.
+    #[serde(default = "defaults::connect", deserialize_with = "de::duration")]
+    pub connect: Duration,
+    /// From sending the request to the first response byte: covers model load, queueing
+    /// inside Ollama and prompt evaluation, so it is long.
+    #[serde(default = "defaults::first_byte", deserialize_with = "de::duration")]
+    pub first_byte: Duration,
+    /// Longest silence between two chunks of a streaming response.
+    #[serde(default = "defaults::idle", deserialize_with = "de::duration")]
+    pub idle: Duration,
+    /// Longest wait for a client's next request header on a kept-alive connection and
+    /// between two chunks of a request body.
+    #[serde(default = "defaults::client", deserialize_with = "de::duration")]
+    pub client: Duration,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        TimeoutConfig {
+            connect: defaults::connect(),
+            first_byte: defaults::first_byte(),
+            idle: defaults::idle(),
+            client: defaults::client(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    #[serde(deserialize_with = "de::backend_name")]
+    pub name: String,
+    pub url: de::BackendUrl,
+    /// The box's `OLLAMA_NUM_PARALLEL`: requests beyond it wait inside Ollama.
+    #[serde(
+        default = "defaults::max_concurrency",
+        deserialize_with = "de::positive_usize"
+    )]
+    pub max_concurrency: usize,
+    #[serde(default = "defaults::weight", deserialize_with = "de::positive_u32")]
+    pub weight: u32,
+}
+
+pub use de::BackendUrl;
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses configuration text; `origin` names it in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        // An empty file is a valid "all defaults" config; serde_yaml calls it EOF.
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(origin, e))
+    }
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    pub fn listen() -> Vec<SocketAddr> {
+        vec![SocketAddr::from(([0, 0, 0, 0], 11434))]
+    }
+    pub fn admin_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 11435))
+    }
+    pub fn threads() -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn affinity_header() -> String {
+        "X-Corral-Session".to_string()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn max_retries() -> usize {
+        2
+    }
+    pub fn retry_after() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn bound() -> f64 {
+        1.25
+    }
+    pub fn queue_size() -> usize {
+        1024
+    }
+    pub fn queue_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn eject_after() -> u32 {
+        3
+    }
+    pub fn eject_base() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn eject_max() -> Duration {
+        Duration::from_secs(120)
+    }
+    pub fn busy_backoff() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn health_interval() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn health_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn rise() -> u32 {
+        2
+    }
+    pub fn fall() -> u32 {
+        2
+    }
+    pub fn connect() -> Duration {
+        Duration::from_secs(3)
+    }
+    pub fn first_byte() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn idle() -> Duration {
+        Duration::from_secs(120)
+    }
+    pub fn client() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_concurrency() -> usize {
+        1
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests;

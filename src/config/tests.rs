@@ -1,0 +1,84 @@
+use super::*;
+
+fn err(text: &str) -> String {
+    Config::parse(text, "c.yaml").unwrap_err().to_string()
+}
+
+#[test]
+fn defaults_for_everything_but_backends() {
+    let c = Config::parse("", "c.yaml").unwrap();
+    assert_eq!(c.listen, vec!["0.0.0.0:11434".parse().unwrap()]);
+    assert_eq!(c.admin.listen, "127.0.0.1:11435".parse().unwrap());
+    assert_eq!(c.routing.strategy, Strategy::Affinity);
+    assert_eq!(c.health.interval, Duration::from_secs(2));
+    assert!(c.backends.is_empty());
+}
+
+#[test]
+fn full_file_parses() {
+    let c = Config::parse(
+        concat!(
+            "listen: [127.0.0.1:1, '127.0.0.1:2']\n",
+            "routing: {strategy: round_robin}\n",
+            "health: {interval: 500ms}\n",
+            "timeouts: {first_byte: 5m, idle: 30}\n",
+            "backends:\n",
+            "  - name: a\n",
+            "    url: http://10.0.0.1:11434\n",
+            "    max_concurrency: 4\n",
+            "  - {name: b, url: gpu-b, weight: 2}\n",
+        ),
+        "c.yaml",
+    )
+    .unwrap();
+    assert_eq!(c.listen.len(), 2);
+    assert_eq!(c.routing.strategy, Strategy::RoundRobin);
+    assert_eq!(c.health.interval, Duration::from_millis(500));
+    assert_eq!(c.timeouts.first_byte, Duration::from_secs(300));
+    assert_eq!(c.timeouts.idle, Duration::from_secs(30));
+    assert_eq!(c.backends[0].max_concurrency, 4);
+    assert_eq!(c.backends[1].url.authority, "gpu-b:11434");
+    assert_eq!(c.backends[1].weight, 2);
+}
+
+#[test]
+fn unknown_key_has_location() {
+    let e = err("listen: 127.0.0.1:1\nhelth: {}\n");
+    assert!(e.starts_with("c.yaml:2:1: unknown field `helth`"), "{e}");
+}
+
+#[test]
+fn bad_values_have_locations() {
+    let e = err("health:\n  interval: soon\n");
+    assert!(e.starts_with("c.yaml:2:"), "{e}");
+    assert!(e.contains("invalid duration 'soon'"), "{e}");
+    let e = err("backends:\n  - name: a\n    url: http://x\n    max_concurrency: 0\n");
+    assert!(e.starts_with("c.yaml:4:"), "{e}");
+    assert!(e.contains("must be at least 1"), "{e}");
+    let e = err("routing: {strategy: fastest}\n");
+    assert!(e.starts_with("c.yaml:1:"), "{e}");
+    assert!(e.contains("unknown variant `fastest`"), "{e}");
+    let e = err("backends:\n  - {name: a, url: 'https://x'}\n");
+    assert!(e.contains("only http:// is supported"), "{e}");
+    assert!(e.starts_with("c.yaml:2:"), "{e}");
+}
+
+#[test]
+fn duplicate_backend_names_are_rejected() {
+    let e = err("backends:\n  - {name: a, url: x}\n  - {name: a, url: y}\n");
+    // serde_yaml reports the list's position for an error raised after it was read.
+    assert!(e.starts_with("c.yaml:2:"), "{e}");
+    assert!(e.contains("duplicate backend name 'a'"), "{e}");
+}
+
+#[test]
+fn backend_url_follows_ollama_host_rules() {
+    assert_eq!(BackendUrl::parse("gpu").unwrap().authority, "gpu:11434");
+    assert_eq!(BackendUrl::parse("http://gpu").unwrap().authority, "gpu:80");
+    assert_eq!(
+        BackendUrl::parse("http://127.0.0.1:9/").unwrap().authority,
+        "127.0.0.1:9"
+    );
+    assert_eq!(BackendUrl::parse("[::1]:5").unwrap().authority, "[::1]:5");
+    assert!(BackendUrl::parse("http://gpu/ollama").is_err());
+}

@@ -1,0 +1,106 @@
+//! `corral demo`: three simulated Ollama servers and the proxy in one process, so a
+//! newcomer can try corral with the real `ollama` CLI and no GPU.
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::{BackendConfig, BackendUrl, Config};
+use crate::sim::{Fault, SimArgs, SimServer};
+
+/// The demo fleet: each box holds two of three models, one of them already loaded.
+const FLEET: [(&str, &[&str], &str); 3] = [
+    ("sim-a", &["llama3", "qwen2.5:0.5b"], "llama3"),
+    ("sim-b", &["llama3", "mistral"], "mistral"),
+    ("sim-c", &["qwen2.5:0.5b", "mistral"], "qwen2.5:0.5b"),
+];
+
+fn sim_args(name: &str, models: &[&str], resident: &str) -> SimArgs {
+    SimArgs {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        models: models.iter().map(|m| m.to_string()).collect(),
+        resident: vec![resident.to_string()],
+        parallel: 2,
+        max_loaded: 1,
+        load_time: Duration::from_secs(2),
+        tokens_per_sec: 30.0,
+        prefill_tokens_per_sec: 500.0,
+        num_predict: 24,
+        version: "0.12.6".to_string(),
+        fault: Fault::None,
+        name: Some(name.to_string()),
+    }
+}
+
+/// Starts the simulated backends on their own runtime thread and returns their names
+/// and addresses once they are listening.
+fn start_fleet() -> anyhow::Result<Vec<(String, SocketAddr)>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("demo-sims".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(anyhow::anyhow!(e)));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let mut servers = Vec::new();
+                let mut addrs = Vec::new();
+                for (name, models, resident) in FLEET {
+                    match SimServer::bind(sim_args(name, models, resident)).await {
+                        Ok(s) => {
+                            addrs.push((name.to_string(), s.local_addr()));
+                            servers.push(s);
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.send(Ok(addrs));
+                let serving = servers.into_iter().map(|s| s.serve());
+                futures::future::join_all(serving).await;
+            });
+        })?;
+    rx.recv().context("simulator thread ended early")?
+}
+
+pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
+    let fleet = start_fleet()?;
+    let mut config = Config::parse("", "demo")?;
+    config.listen = vec![listen];
+    config.health.interval = Duration::from_secs(1);
+    config.threads = 2;
+    for (name, addr) in &fleet {
+        config.backends.push(BackendConfig {
+            name: name.clone(),
+            url: BackendUrl::parse(&format!("http://{addr}")).map_err(anyhow::Error::msg)?,
+            max_concurrency: 2,
+            weight: 1,
+        });
+    }
+    println!("corral demo: 3 simulated Ollama servers behind corral on http://{listen}\n");
+    for ((name, addr), (_, models, resident)) in fleet.iter().zip(FLEET) {
+        println!(
+            "  {name:6} http://{addr:<21} models: {} (loaded: {resident})",
+            models.join(", ")
+        );
+    }
+    println!(
+        "\nTry it:\n  export OLLAMA_HOST={listen}\n  ollama run llama3 'why is the sky blue?'\n  \
+         curl http://{listen}/api/chat -d '{{\"model\":\"llama3\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n  \
+         curl http://{listen}/v1/chat/completions -d '{{\"model\":\"mistral\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n\n\
+         Every answer carries X-Corral-Backend (curl -i shows it). Ctrl-C stops the demo.\n"
+    );
+    crate::server::build(config)?.run_forever()
+}

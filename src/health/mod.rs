@@ -1,0 +1,94 @@
+//! Active health checking: probes every backend each `health.interval`, applies
+//! hysteresis, and refreshes what each backend holds. Runs as a Pingora background
+//! service so it lives on Pingora's runtime.
+
+mod probe;
+
+pub use probe::{probe, Probe, ProbeError};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::join_all;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::pool::{Backend, HealthChange, Pool};
+
+pub struct HealthChecker {
+    pool: Arc<Pool>,
+    client: reqwest::Client,
+}
+
+impl HealthChecker {
+    pub fn new(pool: Arc<Pool>) -> HealthChecker {
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        HealthChecker { pool, client }
+    }
+
+    /// Probes every backend of the current table once, concurrently.
+    pub async fn probe_all(&self) {
+        let table = self.pool.snapshot();
+        let health = &table.config.health;
+        join_all(table.backends.iter().map(|b| {
+            self.probe_one(
+                b,
+                health.timeout,
+                health.healthy_threshold,
+                health.unhealthy_threshold,
+            )
+        }))
+        .await;
+    }
+
+    async fn probe_one(&self, backend: &Arc<Backend>, timeout: Duration, rise: u32, fall: u32) {
+        let state = &backend.state;
+        let change = match probe(&self.client, &backend.config.url, timeout).await {
+            Ok(p) => {
+                state.addr.store(Some(Arc::new(p.addr)));
+                state.inventory.store(Arc::new(p.inventory));
+                state.last_error.store(None);
+                state.record_probe(true, rise, fall)
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if state.was_probed() && state.is_healthy() {
+                    tracing::debug!(backend = %state.name, error = %msg, "probe failed");
+                }
+                state.last_error.store(Some(Arc::new(msg)));
+                state.record_probe(false, rise, fall)
+            }
+        };
+        match change {
+            HealthChange::BecameHealthy => {
+                tracing::info!(backend = %state.name, models = state.inventory.load().models.len(), "backend up")
+            }
+            HealthChange::BecameUnhealthy => tracing::warn!(
+                backend = %state.name,
+                error = state.last_error.load().as_deref().map_or("", |s| s.as_str()),
+                "backend down"
+            ),
+            HealthChange::Unchanged => {}
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            self.probe_all().await;
+            let interval = self.pool.load().config.health.interval;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                // A new table may hold backends nobody probed yet.
+                _ = self.pool.changed.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! corral: a Pingora reverse proxy that makes a fleet of Ollama servers look like one.
+//!
+//! Request flow: `proxy` classifies and sniffs a request, `routing` picks a backend from
+//! the `pool` snapshot, `health` keeps that snapshot's live state true.
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod health;
+pub mod model;
+pub mod pool;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod sim;

@@ -1,0 +1,101 @@
+//! The `corral` command line: parse and dispatch, nothing else.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use corral::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "corral",
+    version,
+    about = "One Ollama endpoint in front of many Ollama servers"
+)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "CORRAL_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file and exit.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run one simulated Ollama server.
+    Sim(corral::sim::SimArgs),
+    /// Run three simulated Ollama servers behind corral, in one process.
+    Demo {
+        /// Where the demo's Ollama endpoint listens.
+        #[arg(long, default_value = "127.0.0.1:11434")]
+        listen: SocketAddr,
+    },
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let result = match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Check { config } => check(&config),
+        Command::Sim(args) => run_async(corral::sim::run(args)),
+        Command::Demo { listen } => corral::demo::run(listen),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corral: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    corral::server::build(config)?.run_forever()
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    println!(
+        "{}: ok ({} backend{}, strategy {})",
+        path.display(),
+        config.backends.len(),
+        if config.backends.len() == 1 { "" } else { "s" },
+        config.routing.strategy.as_str()
+    );
+    Ok(())
+}
+
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
+}

@@ -1,0 +1,50 @@
+//! Model names as routing keys: Ollama treats `llama3` and `llama3:latest` as one model
+//! and compares names case-insensitively.
+
+use std::fmt;
+
+/// A normalized model name (`name:tag`, lower case).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ModelName(String);
+
+impl ModelName {
+    pub fn new(raw: &str) -> ModelName {
+        let raw = raw.trim().to_ascii_lowercase();
+        // The tag belongs to the last path segment: `registry:5000/ns/model` has no tag.
+        let last = raw.rsplit('/').next().unwrap_or(&raw);
+        if last.contains(':') {
+            ModelName(raw)
+        } else {
+            ModelName(format!("{raw}:latest"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ModelName {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModelName;
+
+    #[test]
+    fn latest_is_implied() {
+        assert_eq!(ModelName::new("llama3"), ModelName::new("llama3:latest"));
+        assert_eq!(ModelName::new("Llama3:8B").as_str(), "llama3:8b");
+        assert_eq!(
+            ModelName::new("registry:5000/ns/model").as_str(),
+            "registry:5000/ns/model:latest"
+        );
+        assert_eq!(
+            ModelName::new("hf.co/u/r:Q4_K_M").as_str(),
+            "hf.co/u/r:q4_k_m"
+        );
+    }
+}

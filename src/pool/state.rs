@@ -1,0 +1,243 @@
+//! Live state of one backend: in-flight count, health and what it holds. Kept in an
+//! `Arc` keyed by backend name so that a config reload never resets it.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use crate::model::ModelName;
+
+use super::passive::PassiveHealth;
+
+/// What the last successful probe saw on a backend.
+#[derive(Debug, Default, Clone)]
+pub struct Inventory {
+    pub version: Option<String>,
+    /// Models on disk (`/api/tags`), normalized.
+    pub models: HashSet<ModelName>,
+    /// Models loaded in memory (`/api/ps`), normalized.
+    pub resident: HashSet<ModelName>,
+    /// The raw `/api/tags` entries, for the merged fleet listing.
+    pub tags_json: Vec<serde_json::Value>,
+    /// The raw `/api/ps` entries, for the merged fleet listing.
+    pub ps_json: Vec<serde_json::Value>,
+}
+
+#[derive(Debug)]
+pub struct BackendState {
+    pub name: String,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    /// False until the first probe answers: a backend gets no traffic unprobed.
+    healthy: AtomicBool,
+    probed: AtomicBool,
+    consecutive_ok: AtomicU32,
+    consecutive_fail: AtomicU32,
+    pub inventory: ArcSwap<Inventory>,
+    /// Resolved socket address; probes refresh it so DNS changes are followed.
+    pub addr: ArcSwapOption<SocketAddr>,
+    pub last_error: ArcSwapOption<String>,
+    pub passive: PassiveHealth,
+    /// Smoothed cold-load time (ms) seen in responses' `load_duration`; 0 = unknown.
+    load_ms: AtomicU64,
+    /// Smoothed time (ms) a request holds a slot; 0 = unknown.
+    service_ms: AtomicU64,
+}
+
+/// Outcome of feeding one probe result through the hysteresis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthChange {
+    Unchanged,
+    BecameHealthy,
+    BecameUnhealthy,
+}
+
+impl BackendState {
+    pub fn new(name: &str) -> BackendState {
+        BackendState {
+            name: name.to_string(),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            healthy: AtomicBool::new(false),
+            probed: AtomicBool::new(false),
+            consecutive_ok: AtomicU32::new(0),
+            consecutive_fail: AtomicU32::new(0),
+            inventory: ArcSwap::from_pointee(Inventory::default()),
+            addr: ArcSwapOption::empty(),
+            last_error: ArcSwapOption::empty(),
+            passive: PassiveHealth::default(),
+            load_ms: AtomicU64::new(0),
+            service_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Probed healthy and not ejected by live traffic.
+    pub fn is_routable(&self) -> bool {
+        self.is_healthy() && !self.passive.is_ejected()
+    }
+
+    /// Records that `model` is loaded here, as a successful answer proves, without
+    /// waiting for the next `/api/ps` probe.
+    pub fn learn_resident(&self, model: &ModelName) {
+        if self.has_resident(model) {
+            return;
+        }
+        self.inventory.rcu(|inv| {
+            let mut inv = Inventory::clone(inv);
+            inv.resident.insert(model.clone());
+            inv
+        });
+    }
+
+    pub fn load_ms(&self) -> u64 {
+        self.load_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn service_ms(&self) -> u64 {
+        self.service_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn observe_load(&self, ms: u64) {
+        ewma(&self.load_ms, ms);
+    }
+
+    pub fn observe_service(&self, ms: u64) {
+        ewma(&self.service_ms, ms);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn was_probed(&self) -> bool {
+        self.probed.load(Ordering::Relaxed)
+    }
+
+    pub fn has_model(&self, model: &ModelName) -> bool {
+        self.inventory.load().models.contains(model)
+    }
+
+    pub fn has_resident(&self, model: &ModelName) -> bool {
+        self.inventory.load().resident.contains(model)
+    }
+
+    /// Applies one probe result with hysteresis: `rise` successes in a row to come back,
+    /// `fall` failures in a row to go out. The very first success counts at once so a
+    /// new backend is usable after one probe.
+    pub fn record_probe(&self, ok: bool, rise: u32, fall: u32) -> HealthChange {
+        let first = !self.probed.swap(true, Ordering::Relaxed);
+        let healthy = self.healthy.load(Ordering::Relaxed);
+        if ok {
+            self.consecutive_fail.store(0, Ordering::Relaxed);
+            let n = self.consecutive_ok.fetch_add(1, Ordering::Relaxed) + 1;
+            if !healthy && (first || n >= rise) {
+                self.healthy.store(true, Ordering::Relaxed);
+                return HealthChange::BecameHealthy;
+            }
+        } else {
+            self.consecutive_ok.store(0, Ordering::Relaxed);
+            let n = self.consecutive_fail.fetch_add(1, Ordering::Relaxed) + 1;
+            if healthy && n >= fall {
+                self.healthy.store(false, Ordering::Relaxed);
+                return HealthChange::BecameUnhealthy;
+            }
+        }
+        HealthChange::Unchanged
+    }
+
+    /// Takes the backend out at once, e.g. when its address no longer resolves.
+    pub fn mark_down(&self) {
+        self.probed.store(true, Ordering::Relaxed);
+        self.healthy.store(false, Ordering::Relaxed);
+        self.consecutive_ok.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Exponentially weighted moving average (weight 1/4 on the new sample); racy updates
+/// only lose a sample.
+fn ewma(cell: &AtomicU64, sample: u64) {
+    let old = cell.load(Ordering::Relaxed);
+    let new = if old == 0 {
+        sample
+    } else {
+        (old * 3 + sample) / 4
+    };
+    cell.store(new.max(1), Ordering::Relaxed);
+}
+
+/// Told when a backend slot frees, so a queued request can take it.
+pub trait SlotWatcher: Send + Sync {
+    fn slot_freed(&self, backend: &BackendState);
+}
+
+/// One request counted against a backend; released on drop, so every path out of a
+/// request (success, upstream error, retry elsewhere, client abort) gives it back.
+pub struct InFlight {
+    state: Arc<BackendState>,
+    watcher: Option<Arc<dyn SlotWatcher>>,
+}
+
+impl InFlight {
+    pub fn acquire(state: &Arc<BackendState>, watcher: Option<Arc<dyn SlotWatcher>>) -> InFlight {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        state.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            state: state.clone(),
+            watcher,
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<BackendState> {
+        &self.state
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(w) = &self.watcher {
+            w.slot_freed(&self.state);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hysteresis() {
+        let s = BackendState::new("a");
+        assert!(!s.is_healthy());
+        assert_eq!(s.record_probe(true, 2, 2), HealthChange::BecameHealthy);
+        assert_eq!(s.record_probe(false, 2, 2), HealthChange::Unchanged);
+        assert!(s.is_healthy());
+        assert_eq!(s.record_probe(false, 2, 2), HealthChange::BecameUnhealthy);
+        assert_eq!(s.record_probe(true, 2, 2), HealthChange::Unchanged);
+        assert!(!s.is_healthy());
+        assert_eq!(s.record_probe(true, 2, 2), HealthChange::BecameHealthy);
+    }
+
+    #[test]
+    fn in_flight_released_on_drop() {
+        let s = Arc::new(BackendState::new("a"));
+        let a = InFlight::acquire(&s, None);
+        let b = InFlight::acquire(&s, None);
+        assert_eq!(s.in_flight(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(s.in_flight(), 0);
+        assert_eq!(s.requests(), 2);
+    }
+}

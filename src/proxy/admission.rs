@@ -1,0 +1,183 @@
+//! Deciding a request's route before it is proxied: what it needs (from the body and
+//! headers), which backend, and — when every candidate is busy — waiting its turn in
+//! the admission queue.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+use pingora::Result;
+
+use crate::model::ModelName;
+use crate::routing::{Need, NoRoute, Pick, QueueError, RouteRequest};
+
+use super::endpoint::Endpoint;
+use super::sniff::{sniff_body, Facts, Sniff};
+use super::{CorralProxy, RequestCtx};
+
+/// Pingora keeps at most this much of a request body for retries.
+const RETRY_BUFFER: usize = 64 * 1024;
+
+/// Header that sends a request to one named backend (or, for fleet operations, `all`).
+pub const TARGET_HEADER: &str = "x-corral-target";
+
+/// Why a request cannot be proxied, as the client will be told.
+pub enum Refusal {
+    /// 400 with this message.
+    BadRequest(String),
+    NoRoute(NoRoute),
+    Queue(QueueError),
+    /// The client left while waiting: nothing to answer.
+    ClientGone,
+}
+
+impl CorralProxy {
+    /// Reads body chunks (kept in Pingora's retry buffer) until the model shows.
+    ///
+    /// Once the model is known no further chunk is read, even if the conversation
+    /// anchor is still missing: a read can push the body past the 64 KiB retry buffer,
+    /// and Pingora then drops the buffer and the body could not reach the backend.
+    async fn sniff_request(&self, session: &mut Session, fields: &[&str]) -> Result<Sniff> {
+        let too_far = || {
+            Sniff::NotJson(format!(
+                "the \"model\" field must appear within the first {} KiB of the body",
+                RETRY_BUFFER / 1024
+            ))
+        };
+        session.as_mut().enable_retry_buffering();
+        let mut seen = Bytes::new();
+        loop {
+            match sniff_body(&seen, fields) {
+                Sniff::NeedMore(facts) if facts.model.is_some() => {
+                    return Ok(Sniff::Complete(facts))
+                }
+                Sniff::NeedMore(_) => {}
+                other => return Ok(other),
+            }
+            let Some(chunk) = session.read_request_body().await? else {
+                return Ok(if seen.is_empty() {
+                    Sniff::Complete(Facts::default())
+                } else {
+                    Sniff::NotJson("unexpected end of JSON input".into())
+                });
+            };
+            if session.as_ref().retry_buffer_truncated() {
+                return Ok(too_far());
+            }
+            // The first chunk is usually the whole body; later ones are joined.
+            seen = if seen.is_empty() {
+                chunk
+            } else {
+                let mut joined = BytesMut::from(&seen[..]);
+                joined.extend_from_slice(&chunk);
+                joined.freeze()
+            };
+        }
+    }
+
+    /// Works out `ctx.route` from the endpoint, body and headers.
+    pub(super) async fn classify_route(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Refusal>> {
+        let target = session
+            .get_header(TARGET_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut facts = Facts::default();
+        if let Some(fields) = ctx.endpoint.model_fields() {
+            match self.sniff_request(session, fields).await? {
+                Sniff::Complete(f) => facts = f,
+                Sniff::NotJson(why) => {
+                    return Ok(Some(Refusal::BadRequest(format!(
+                        "invalid JSON body: {why}"
+                    ))))
+                }
+                Sniff::NeedMore(_) => {
+                    return Ok(Some(Refusal::BadRequest(
+                        "invalid JSON body: unexpected end".into(),
+                    )))
+                }
+            }
+            if facts.model.is_none() && ctx.endpoint != Endpoint::Pull {
+                return Ok(Some(Refusal::BadRequest("model is required".into())));
+            }
+        }
+        let model = facts.model.as_deref().map(ModelName::new);
+        ctx.model = facts.model.clone();
+        let need = match (&target, &ctx.endpoint, &model) {
+            (Some(name), _, _) => Need::Named(name.clone()),
+            (None, Endpoint::Pull, Some(m)) => Need::Lacking(m.clone()),
+            (None, Endpoint::Blob | Endpoint::Create, _) => Need::Pinned,
+            (None, _, Some(m)) => Need::Model(m.clone()),
+            (None, _, None) => Need::Any,
+        };
+        let explicit = session
+            .get_header(self.pool.load().config.routing.affinity_header.as_str())
+            .map(|v| xxhash_rust::xxh3::xxh3_64(v.as_bytes()));
+        let key = match (&need, explicit) {
+            (Need::Model(m), Some(k)) => {
+                Some(k ^ xxhash_rust::xxh3::xxh3_64(m.as_str().as_bytes()))
+            }
+            (Need::Model(m), None) => facts.conversation_key(m.as_str()),
+            _ => None,
+        };
+        ctx.route = RouteRequest {
+            need,
+            key,
+            waiting: 0,
+        };
+        Ok(None)
+    }
+
+    /// Picks the backend for the first attempt, waiting in the queue when every
+    /// candidate is busy.
+    pub(super) async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Pick, Refusal> {
+        let model = ctx.model_name().cloned();
+        let config = self.pool.load().config.clone();
+        // Behind earlier waiters for the same model: queue, do not overtake them.
+        let first = if self.queue.waiting_for(model.as_ref()) == 0 {
+            self.router.pick_backend(&self.pool.load(), &ctx.route, &[])
+        } else {
+            Err(NoRoute::Full)
+        };
+        match first {
+            Ok(pick) => return Ok(pick),
+            Err(NoRoute::Full) => {}
+            Err(e) => return Err(Refusal::NoRoute(e)),
+        }
+        let ticket = self
+            .queue
+            .enter(model, config.routing.queue_size)
+            .map_err(Refusal::Queue)?;
+        let since = Instant::now();
+        let route = ctx.route.clone();
+        let wait = ticket.wait(config.routing.queue_timeout, |waiting| {
+            let req = RouteRequest {
+                waiting,
+                ..route.clone()
+            };
+            self.router.pick_backend(&self.pool.load(), &req, &[])
+        });
+        // A client that hangs up while waiting leaves the queue at once. Watching the
+        // connection is only possible once its body has been read entirely.
+        let result = if session.as_mut().is_body_done() {
+            tokio::select! {
+                r = wait => r,
+                _ = session.as_downstream_mut().read_body_or_idle(true) => return Err(Refusal::ClientGone),
+            }
+        } else {
+            wait.await
+        };
+        ctx.queued_ms = Some(since.elapsed().as_millis() as u64);
+        result.map_err(|e| match e {
+            QueueError::NoRoute(n) => Refusal::NoRoute(n),
+            other => Refusal::Queue(other),
+        })
+    }
+}

@@ -1,0 +1,96 @@
+//! What corral answers for the fleet as one: `/`, version, the merged model lists.
+
+use std::collections::HashSet;
+use std::time::UNIX_EPOCH;
+
+use serde_json::{json, Value};
+
+use crate::model::ModelName;
+use crate::pool::RoutingTable;
+
+/// The oldest version among healthy backends: a client checking for a feature must
+/// not be promised one that some box lacks.
+pub fn fleet_version(table: &RoutingTable) -> String {
+    table
+        .backends
+        .iter()
+        .filter(|b| b.is_available())
+        .filter_map(|b| b.state.inventory.load().version.clone())
+        .min_by(|a, b| version_key(a).cmp(&version_key(b)))
+        .unwrap_or_else(|| "0.0.0".to_string())
+}
+
+fn version_key(v: &str) -> Vec<u64> {
+    v.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or(0))
+        .collect()
+}
+
+/// The union of the healthy backends' `/api/tags` (or `/api/ps`) entries, one per model.
+pub fn merged_models(table: &RoutingTable, resident: bool) -> Vec<Value> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for b in table.backends.iter().filter(|b| b.is_available()) {
+        let inv = b.state.inventory.load();
+        let entries = if resident {
+            &inv.ps_json
+        } else {
+            &inv.tags_json
+        };
+        for entry in entries {
+            let Some(name) = entry_name(entry) else {
+                continue;
+            };
+            if seen.insert(ModelName::new(name)) {
+                out.push(entry.clone());
+            }
+        }
+    }
+    out
+}
+
+pub fn entry_name(entry: &Value) -> Option<&str> {
+    entry
+        .get("name")
+        .or_else(|| entry.get("model"))
+        .and_then(Value::as_str)
+}
+
+pub fn openai_model(entry: &Value) -> Option<Value> {
+    let name = entry_name(entry)?;
+    let created = entry
+        .get("modified_at")
+        .and_then(Value::as_str)
+        .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    Some(json!({"id": name, "object": "model", "created": created, "owned_by": "library"}))
+}
+
+pub fn openai_models(table: &RoutingTable) -> Value {
+    let data: Vec<Value> = merged_models(table, false)
+        .iter()
+        .filter_map(openai_model)
+        .collect();
+    json!({"object": "list", "data": data})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_order_is_numeric() {
+        assert!(version_key("0.9.10") > version_key("0.9.2"));
+        assert!(version_key("0.12.0-rc1") > version_key("0.9.2"));
+    }
+
+    #[test]
+    fn openai_model_shape() {
+        let e = json!({"name": "llama3:latest", "modified_at": "2024-05-01T10:00:00Z"});
+        let m = openai_model(&e).unwrap();
+        assert_eq!(m["id"], "llama3:latest");
+        assert_eq!(m["created"], 1714557600);
+    }
+}

@@ -1,0 +1,308 @@
+//! Reads what routing needs from the first bytes of a JSON body, without consuming
+//! the body: the model, and the conversation's anchor (system prompt + first user
+//! message, or the prompt's head) that affinity hashes.
+//!
+//! serde_json parses the prefix through seed visitors that record the wanted fields
+//! and stop the parse early once everything is known. An end-of-input error means
+//! "read another chunk".
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+/// How much of a prompt identifies a conversation: enough to tell conversations apart,
+/// short enough that a client trimming its context does not move the conversation.
+const PROMPT_HEAD: usize = 512;
+
+/// What was learned about a request body so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub model: Option<String>,
+    /// System prompt (from a `system`/`instructions` field or the first system message).
+    pub system: Option<String>,
+    /// First user message, or the head of `prompt`/`input`.
+    pub anchor: Option<String>,
+}
+
+impl Facts {
+    /// A stable key for the conversation, or `None` when the body names no anchor.
+    /// `model` is the normalized name, so `llama3` and `llama3:latest` agree.
+    pub fn conversation_key(&self, model: &str) -> Option<u64> {
+        let anchor = self.anchor.as_deref()?;
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(model.as_bytes());
+        h.update(b"\0");
+        h.update(self.system.as_deref().unwrap_or("").as_bytes());
+        h.update(b"\0");
+        h.update(anchor.as_bytes());
+        Some(h.digest())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sniff {
+    /// Everything routing wants was found, or the whole prefix was read.
+    Complete(Facts),
+    /// The prefix is valid so far but ends before everything was found.
+    NeedMore(Facts),
+    /// Not a JSON object.
+    NotJson(String),
+}
+
+/// Marker error that ends the parse once everything is known.
+const STOP: &str = "corral: sniff complete";
+
+struct Finder<'k> {
+    model_keys: &'k [&'k str],
+    facts: Facts,
+    /// The anchor came from `messages`, where any system message precedes it; a
+    /// `prompt` may be followed by a `system` field, so those bodies are read on.
+    anchored_by_messages: bool,
+}
+
+impl Finder<'_> {
+    fn done(&self) -> bool {
+        self.facts.model.is_some() && self.anchored_by_messages
+    }
+}
+
+fn head(s: &str) -> String {
+    let mut end = s.len().min(PROMPT_HEAD);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => head(s),
+        // OpenAI content parts and the like: their JSON text identifies them.
+        other => head(&other.to_string()),
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for &mut Finder<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &mut Finder<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            let key = key.as_str();
+            if self.model_keys.contains(&key) && self.facts.model.is_none() {
+                if let Value::String(s) = map.next_value::<Value>()? {
+                    self.facts.model = Some(s);
+                }
+            } else if key == "messages" {
+                map.next_value_seed(Messages {
+                    facts: &mut self.facts,
+                    anchored: &mut self.anchored_by_messages,
+                })?;
+            } else if matches!(key, "prompt" | "input") && self.facts.anchor.is_none() {
+                self.facts.anchor = first_user_text(&map.next_value::<Value>()?);
+            } else if matches!(key, "system" | "instructions") && self.facts.system.is_none() {
+                self.facts.system = Some(text_of(&map.next_value::<Value>()?));
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+            if self.done() {
+                return Err(de::Error::custom(STOP));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `prompt`/`input` is a string, or (OpenAI responses) a list of messages.
+fn first_user_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(head(s)),
+        Value::Array(items) => items
+            .iter()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .or(items.first())
+            .map(|m| text_of(m.get("content").unwrap_or(m))),
+        _ => None,
+    }
+}
+
+/// Walks `messages` only as far as the first user message.
+struct Messages<'f> {
+    facts: &'f mut Facts,
+    anchored: &'f mut bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Messages<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Message {
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    content: Value,
+}
+
+impl<'de> Visitor<'de> for Messages<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of messages")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while self.facts.anchor.is_none() {
+            let Some(m) = seq.next_element::<Message>()? else {
+                return Ok(());
+            };
+            match m.role.as_str() {
+                "system" | "developer" if self.facts.system.is_none() => {
+                    self.facts.system = Some(text_of(&m.content));
+                }
+                "user" => {
+                    self.facts.anchor = Some(text_of(&m.content));
+                    *self.anchored = true;
+                }
+                _ => {}
+            }
+        }
+        if self.facts.model.is_some() {
+            return Err(de::Error::custom(STOP));
+        }
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+}
+
+/// Parses as much of `prefix` as needed; `model_keys` are the fields naming the model.
+pub fn sniff_body(prefix: &[u8], model_keys: &[&str]) -> Sniff {
+    let mut finder = Finder {
+        model_keys,
+        facts: Facts::default(),
+        anchored_by_messages: false,
+    };
+    let mut de = serde_json::Deserializer::from_slice(prefix);
+    let result = (&mut finder).deserialize(&mut de);
+    match result {
+        _ if finder.done() => Sniff::Complete(finder.facts),
+        Ok(()) => Sniff::Complete(finder.facts),
+        Err(e) if e.is_eof() => Sniff::NeedMore(finder.facts),
+        Err(e) => Sniff::NotJson(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODEL: &[&str] = &["model"];
+
+    fn model(s: Sniff) -> Option<String> {
+        match s {
+            Sniff::Complete(f) => f.model,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn finds_model_in_complete_and_partial_bodies() {
+        let body = br#"{"model":"llama3","messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(model(sniff_body(body, MODEL)).as_deref(), Some("llama3"));
+        // Model after a nested value that contains the word.
+        let late = br#"{"options":{"model":"no","x":[1,{"a":"}"}]},"model":"qwen\u0032"}"#;
+        assert_eq!(model(sniff_body(late, MODEL)).as_deref(), Some("qwen2"));
+    }
+
+    #[test]
+    fn chat_stops_at_the_first_user_message() {
+        let body = br#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hello"},{"role":"assistant","content":"hi"},{"role":"user","content":"more"}"#;
+        // The prefix is cut mid-array, yet everything needed is there.
+        let Sniff::Complete(f) = sniff_body(body, MODEL) else {
+            panic!()
+        };
+        assert_eq!(f.system.as_deref(), Some("be brief"));
+        assert_eq!(f.anchor.as_deref(), Some("hello"));
+    }
+
+    #[test]
+    fn later_turns_keep_the_conversation_key() {
+        let turn1 = br#"{"model":"m","messages":[{"role":"user","content":"plan a trip"}]}"#;
+        let turn3 = br#"{"model":"m","messages":[{"role":"user","content":"plan a trip"},{"role":"assistant","content":"ok"},{"role":"user","content":"to Rome"}]}"#;
+        let other = br#"{"model":"m","messages":[{"role":"user","content":"write a poem"}]}"#;
+        let key = |b: &[u8]| match sniff_body(b, MODEL) {
+            Sniff::Complete(f) => f.conversation_key("m:latest"),
+            s => panic!("{s:?}"),
+        };
+        assert_eq!(key(turn1), key(turn3));
+        assert_ne!(key(turn1), key(other));
+        assert!(key(turn1).is_some());
+    }
+
+    #[test]
+    fn generate_and_openai_shapes_have_anchors() {
+        let g = br#"{"model":"m","prompt":"why is the sky blue","system":"sys"}"#;
+        let Sniff::Complete(f) = sniff_body(g, MODEL) else {
+            panic!()
+        };
+        assert_eq!(f.anchor.as_deref(), Some("why is the sky blue"));
+        let parts = br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#;
+        let Sniff::Complete(f) = sniff_body(parts, MODEL) else {
+            panic!()
+        };
+        assert!(f.anchor.unwrap().contains("hi"));
+        let resp =
+            br#"{"model":"m","input":[{"role":"user","content":"q"}],"instructions":"be nice"}"#;
+        let Sniff::Complete(f) = sniff_body(resp, MODEL) else {
+            panic!()
+        };
+        assert_eq!(
+            (f.anchor.as_deref(), f.system.as_deref()),
+            (Some("q"), Some("be nice"))
+        );
+        // Embeddings: no conversation, still routable.
+        let Sniff::Complete(f) = sniff_body(br#"{"model":"m","truncate":true}"#, MODEL) else {
+            panic!()
+        };
+        assert_eq!(f.anchor, None);
+    }
+
+    #[test]
+    fn every_prefix_needs_more() {
+        let body = br#"{"stream":false,"options":{"a \"quoted\" {x}":1},"model":"m:1"}"#;
+        for cut in 0..body.len() {
+            let s = sniff_body(&body[..cut], MODEL);
+            assert!(matches!(s, Sniff::NeedMore(_)), "cut {cut}: {s:?}");
+        }
+        assert_eq!(model(sniff_body(body, MODEL)).as_deref(), Some("m:1"));
+    }
+
+    #[test]
+    fn absent_and_invalid() {
+        assert_eq!(model(sniff_body(br#"{"prompt":"x"}"#, MODEL)), None);
+        assert_eq!(model(sniff_body(br#"{"model":3}"#, MODEL)), None);
+        assert!(matches!(
+            sniff_body(b"model=llama3", MODEL),
+            Sniff::NotJson(_)
+        ));
+        assert!(matches!(sniff_body(b"[1,2]", MODEL), Sniff::NotJson(_)));
+        assert_eq!(
+            model(sniff_body(
+                br#"{"name":"a","model":"b"}"#,
+                &["model", "name"]
+            ))
+            .as_deref(),
+            Some("a")
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! The candidate filter: which backends may serve a request at all, with the load
+//! figures the strategies score them by, and the error that says why when none may.
+
+use std::sync::Arc;
+
+use crate::model::ModelName;
+use crate::pool::{Backend, RoutingTable};
+
+use super::Need;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoRoute {
+    /// No backend, healthy or not, lists the model.
+    #[error("model '{0}' not found")]
+    ModelNotFound(ModelName),
+    /// Backends exist for the request but none is healthy right now.
+    #[error("no healthy backend available")]
+    NoHealthy,
+    /// `X-Corral-Target` named a backend that is not in the pool.
+    #[error("unknown backend '{0}'")]
+    UnknownBackend(String),
+    /// Every candidate is at capacity: the request should wait in the queue.
+    #[error("every backend that can serve this request is busy")]
+    Full,
+}
+
+/// One candidate with its load read once, so a pick sees a consistent picture.
+#[derive(Debug, Clone)]
+pub struct Candidate<'a> {
+    pub backend: &'a Arc<Backend>,
+    pub load: usize,
+    pub capacity: usize,
+    pub resident: bool,
+}
+
+impl Candidate<'_> {
+    pub fn has_free_slot(&self) -> bool {
+        self.load < self.capacity
+    }
+
+    pub fn name(&self) -> &str {
+        self.backend.name()
+    }
+}
+
+fn candidate<'a>(b: &'a Arc<Backend>, model: Option<&ModelName>) -> Candidate<'a> {
+    Candidate {
+        backend: b,
+        load: b.state.in_flight(),
+        capacity: b.capacity(),
+        resident: model.is_some_and(|m| b.state.has_resident(m)),
+    }
+}
+
+/// Routable backends that can serve `need`, minus those already `tried`.
+pub fn candidates<'a>(
+    table: &'a RoutingTable,
+    need: &Need,
+    tried: &[String],
+) -> Result<Vec<Candidate<'a>>, NoRoute> {
+    let untried = |b: &&Arc<Backend>| !tried.iter().any(|t| t == b.name());
+    let routable = table
+        .backends
+        .iter()
+        .filter(|b| b.is_available())
+        .filter(untried);
+    let found: Vec<Candidate> = match need {
+        Need::Model(model) => {
+            let found: Vec<_> = routable
+                .filter(|b| b.state.has_model(model))
+                .map(|b| candidate(b, Some(model)))
+                .collect();
+            // Only claim "not found" when someone could have answered for it: with
+            // every backend down we do not know, so that is a 503.
+            if found.is_empty()
+                && !table.backends.iter().any(|b| b.state.has_model(model))
+                && table.backends.iter().any(|b| b.is_available())
+            {
+                return Err(NoRoute::ModelNotFound(model.clone()));
+            }
+            found
+        }
+        Need::Lacking(model) => {
+            let all: Vec<_> = routable.collect();
+            let lacking: Vec<_> = all.iter().filter(|b| !b.state.has_model(model)).collect();
+            // Every box has it already: pulling again refreshes it; any box will do.
+            let pool = if lacking.is_empty() {
+                all.iter().collect()
+            } else {
+                lacking
+            };
+            pool.into_iter().map(|b| candidate(b, None)).collect()
+        }
+        Need::Named(name) => {
+            let Some(b) = table.get(name) else {
+                return Err(NoRoute::UnknownBackend(name.clone()));
+            };
+            routable
+                .filter(|c| Arc::ptr_eq(c, b))
+                .map(|b| candidate(b, None))
+                .collect()
+        }
+        Need::Any | Need::Pinned => routable.map(|b| candidate(b, None)).collect(),
+    };
+    if found.is_empty() {
+        return Err(NoRoute::NoHealthy);
+    }
+    Ok(found)
+}

@@ -1,0 +1,318 @@
+//! Where a request goes. `Router::pick_backend` is a pure function of the routing
+//! table, the request and the backends' live load: it never blocks and takes no lock,
+//! and two replicas with the same pool and loads choose the same box for a key.
+//!
+//! The default strategy, `affinity`, in order of preference:
+//! 1. a backend with the model already loaded (resident) and a free slot — among
+//!    those, the conversation's home box by consistent hashing with bounded loads;
+//! 2. a cold backend (one that would have to load the model) with a free slot, only
+//!    when no resident box exists or the wait for one would cost more than a load —
+//!    preferring idle boxes, so a busy box's model is never evicted while an idle box
+//!    has room;
+//! 3. otherwise "full": the request waits in the admission queue.
+//!
+//! `least_loaded` and `round_robin` are simpler baselines.
+
+mod affinity;
+mod candidates;
+mod queue;
+
+pub use affinity::{bounded_pick, rendezvous_order};
+pub use candidates::{candidates, Candidate, NoRoute};
+pub use queue::{AdmissionQueue, QueueError};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::config::Strategy;
+use crate::model::ModelName;
+use crate::pool::{Backend, RoutingTable};
+
+/// Assumed cold-load time before any load has been observed.
+const DEFAULT_LOAD_MS: u64 = 5_000;
+
+/// What a request needs from a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// A backend that has this model on disk (inference, show, push).
+    Model(ModelName),
+    /// A backend that does not have this model yet (`/api/pull`).
+    Lacking(ModelName),
+    /// Exactly this backend (`X-Corral-Target`).
+    Named(String),
+    /// Any healthy backend.
+    Any,
+    /// Blob uploads and the `/api/create` that uses them must land on the same box: a
+    /// stable choice among healthy backends.
+    Pinned,
+}
+
+/// A request as routing sees it.
+#[derive(Debug, Clone)]
+pub struct RouteRequest {
+    pub need: Need,
+    /// The conversation key (explicit session header or derived from the body).
+    pub key: Option<u64>,
+    /// Requests for the same model already waiting in the queue.
+    pub waiting: usize,
+}
+
+impl RouteRequest {
+    pub fn new(need: Need) -> RouteRequest {
+        RouteRequest {
+            need,
+            key: None,
+            waiting: 0,
+        }
+    }
+
+    fn model(&self) -> Option<&ModelName> {
+        match &self.need {
+            Need::Model(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// Why a backend was chosen; sent back as `X-Corral-Route`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteReason {
+    /// The conversation's home box.
+    Affinity,
+    /// The home box was over its load bound; the next in the key's order.
+    Spill,
+    /// No conversation key: the least loaded box with the model loaded.
+    Resident,
+    /// The model has to be loaded on this box.
+    Cold,
+    LeastLoaded,
+    RoundRobin,
+    Pinned,
+    Targeted,
+}
+
+impl RouteReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteReason::Affinity => "affinity",
+            RouteReason::Spill => "spill",
+            RouteReason::Resident => "resident",
+            RouteReason::Cold => "cold",
+            RouteReason::LeastLoaded => "least_loaded",
+            RouteReason::RoundRobin => "round_robin",
+            RouteReason::Pinned => "pinned",
+            RouteReason::Targeted => "targeted",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Pick {
+    pub backend: Arc<Backend>,
+    pub reason: RouteReason,
+}
+
+/// Per-process routing state that must persist across requests: the rotation that
+/// makes ties and round-robin fair.
+#[derive(Debug, Default)]
+pub struct Router {
+    rotation: AtomicUsize,
+}
+
+impl Router {
+    /// Chooses a backend, skipping the names in `tried` (backends this request already
+    /// failed to reach). `Err(NoRoute::Full)` means: wait for a slot.
+    pub fn pick_backend(
+        &self,
+        table: &RoutingTable,
+        req: &RouteRequest,
+        tried: &[String],
+    ) -> Result<Pick, NoRoute> {
+        let found = candidates(table, &req.need, tried)?;
+        let pick = |c: &Candidate, reason| Pick {
+            backend: c.backend.clone(),
+            reason,
+        };
+        match &req.need {
+            Need::Pinned => {
+                // Lowest name among healthy backends: stable while the healthy set is.
+                let c = found
+                    .iter()
+                    .min_by(|a, b| a.name().cmp(b.name()))
+                    .ok_or(NoRoute::NoHealthy)?;
+                return Ok(pick(c, RouteReason::Pinned));
+            }
+            Need::Named(_) => return Ok(pick(&found[0], RouteReason::Targeted)),
+            _ => {}
+        }
+        let turn = self.rotation.fetch_add(1, Ordering::Relaxed);
+        let routing = &table.config.routing;
+        let queueing = routing.queue_size > 0;
+        match routing.strategy {
+            Strategy::RoundRobin => Ok(pick(round_robin(&found, turn), RouteReason::RoundRobin)),
+            Strategy::LeastLoaded => {
+                let c = least_loaded(&found, turn);
+                if queueing && !c.has_free_slot() {
+                    return Err(NoRoute::Full);
+                }
+                Ok(pick(c, RouteReason::LeastLoaded))
+            }
+            Strategy::Affinity => match affinity_pick(&found, req, routing.bound, turn) {
+                Some((i, reason)) => Ok(pick(&found[i], reason)),
+                None if queueing => Err(NoRoute::Full),
+                // No queue: let the least loaded box's own queue take it.
+                None => Ok(pick(least_loaded(&found, turn), RouteReason::LeastLoaded)),
+            },
+        }
+    }
+}
+
+/// The affinity strategy over one consistent view of the candidates; `None` = full.
+fn affinity_pick(
+    found: &[Candidate],
+    req: &RouteRequest,
+    bound: f64,
+    turn: usize,
+) -> Option<(usize, RouteReason)> {
+    if req.model().is_none() {
+        // Nothing to be resident or affine to: least loaded with a free slot.
+        let all: Vec<usize> = (0..found.len()).collect();
+        return choose(found, &all, None, bound, turn, RouteReason::LeastLoaded);
+    }
+    let resident: Vec<usize> = (0..found.len()).filter(|&i| found[i].resident).collect();
+    let cold: Vec<usize> = (0..found.len()).filter(|&i| !found[i].resident).collect();
+
+    if resident.iter().any(|&i| found[i].has_free_slot()) {
+        return choose(
+            found,
+            &resident,
+            req.key,
+            bound,
+            turn,
+            RouteReason::Resident,
+        );
+    }
+    let cold_free: Vec<usize> = cold
+        .iter()
+        .copied()
+        .filter(|&i| found[i].has_free_slot())
+        .collect();
+    if cold_free.is_empty()
+        || (!resident.is_empty() && !cold_is_cheaper(found, &resident, &cold_free, req.waiting))
+    {
+        return None;
+    }
+    // Prefer boxes with nothing in flight: loading there evicts an idle model, not the
+    // one a busy box is serving.
+    let idle: Vec<usize> = cold_free
+        .iter()
+        .copied()
+        .filter(|&i| found[i].load == 0)
+        .collect();
+    let pool = if idle.is_empty() { cold_free } else { idle };
+    choose(found, &pool, req.key, bound, turn, RouteReason::Cold)
+        .map(|(i, _)| (i, RouteReason::Cold))
+}
+
+/// Within `pool` (indices into `found`): the key's bounded-load choice, or the least
+/// loaded box when there is no key.
+fn choose(
+    found: &[Candidate],
+    pool: &[usize],
+    key: Option<u64>,
+    bound: f64,
+    turn: usize,
+    keyless: RouteReason,
+) -> Option<(usize, RouteReason)> {
+    let sub: Vec<Candidate> = pool.iter().map(|&i| found[i].clone()).collect();
+    match key {
+        Some(key) => {
+            if let Some((j, home)) = bounded_pick(key, &sub, bound) {
+                let reason = if home {
+                    RouteReason::Affinity
+                } else {
+                    RouteReason::Spill
+                };
+                return Some((pool[j], reason));
+            }
+            // Every box is over its bound but some still have a free slot.
+            let c = least_loaded(&sub, turn);
+            let j = sub.iter().position(|s| Arc::ptr_eq(s.backend, c.backend))?;
+            c.has_free_slot().then_some((pool[j], RouteReason::Spill))
+        }
+        None => {
+            let c = least_loaded(&sub, turn);
+            let j = sub.iter().position(|s| Arc::ptr_eq(s.backend, c.backend))?;
+            c.has_free_slot().then_some((pool[j], keyless))
+        }
+    }
+}
+
+/// Whether loading the model on a free cold box beats waiting for a resident one: the
+/// expected wait is the queue ahead (plus this request) served by the resident boxes'
+/// slots at their observed pace.
+fn cold_is_cheaper(
+    found: &[Candidate],
+    resident: &[usize],
+    cold_free: &[usize],
+    waiting: usize,
+) -> bool {
+    let slots: usize = resident
+        .iter()
+        .map(|&i| found[i].capacity)
+        .sum::<usize>()
+        .max(1);
+    let service_ms = average(
+        resident
+            .iter()
+            .map(|&i| found[i].backend.state.service_ms()),
+    );
+    let Some(service_ms) = service_ms else {
+        // Never observed a request finishing: no basis to expect a short wait.
+        return true;
+    };
+    let wait_ms = (waiting as u64 + 1) * service_ms / slots as u64;
+    let load_ms = average(cold_free.iter().map(|&i| found[i].backend.state.load_ms()))
+        .unwrap_or(DEFAULT_LOAD_MS);
+    wait_ms > load_ms
+}
+
+/// Mean of the known (non-zero) values.
+fn average(values: impl Iterator<Item = u64>) -> Option<u64> {
+    let (sum, n) = values
+        .filter(|&v| v > 0)
+        .fold((0u64, 0u64), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n)
+}
+
+/// The candidate with the lowest load / capacity. Scanning starts at a rotating offset
+/// so equal loads are shared in turn instead of all going to the first.
+fn least_loaded<'c, 'a>(found: &'c [Candidate<'a>], turn: usize) -> &'c Candidate<'a> {
+    let n = found.len();
+    let mut best = &found[turn % n];
+    for i in 1..n {
+        let c = &found[(turn + i) % n];
+        // a/ca < b/cb  ⇔  a·cb < b·ca, without floats; a zero capacity counts as full.
+        if c.load * best.capacity.max(1) < best.load * c.capacity.max(1) {
+            best = c;
+        }
+    }
+    best
+}
+
+/// Weighted round robin: each backend takes `weight` consecutive turns of the rotation.
+fn round_robin<'c, 'a>(found: &'c [Candidate<'a>], turn: usize) -> &'c Candidate<'a> {
+    let total: usize = found.iter().map(|c| c.backend.config.weight as usize).sum();
+    let mut slot = turn % total.max(1);
+    for c in found {
+        let w = c.backend.config.weight as usize;
+        if slot < w {
+            return c;
+        }
+        slot -= w;
+    }
+    &found[0]
+}
+
+#[cfg(test)]
+mod tests;

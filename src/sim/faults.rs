@@ -1,0 +1,129 @@
+//! Failure modes a proxy must survive, switchable at runtime with `POST /sim/fault`.
+//! Only model endpoints (generate, chat, embeddings, `/v1` completions) misbehave: health
+//! routes keep answering so that a test can tell "sick runner" from "box gone".
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::respond::{parse_json, ApiError};
+use super::state::SimState;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// Behave.
+    None,
+    /// 500 `simulated runner failure`.
+    Fail,
+    /// 503 `server busy`, immediately.
+    Busy,
+    /// Accept the request and never answer.
+    Hang,
+    /// Stream a few tokens, then close the connection without the final chunk.
+    DieMidStream,
+    /// Stream a few tokens, then go silent forever.
+    HangMidStream,
+}
+
+/// How many tokens a mid-stream fault lets through before it strikes.
+pub const TOKENS_BEFORE_MID_STREAM_FAULT: usize = 3;
+
+pub const BUSY_MESSAGE: &str = "server busy, please try again.  maximum pending requests exceeded";
+pub const RUNNER_FAILURE_MESSAGE: &str = "simulated runner failure";
+
+const ALL: [Fault; 6] = [
+    Fault::None,
+    Fault::Fail,
+    Fault::Busy,
+    Fault::Hang,
+    Fault::DieMidStream,
+    Fault::HangMidStream,
+];
+
+/// The current fault mode, shared by every request.
+pub struct FaultSwitch(AtomicU8);
+
+impl FaultSwitch {
+    pub fn new(fault: Fault) -> FaultSwitch {
+        FaultSwitch(AtomicU8::new(fault as u8))
+    }
+
+    pub fn get(&self) -> Fault {
+        let raw = self.0.load(Ordering::Relaxed);
+        ALL.into_iter()
+            .find(|fault| *fault as u8 == raw)
+            .unwrap_or(Fault::None)
+    }
+
+    pub fn set(&self, fault: Fault) {
+        self.0.store(fault as u8, Ordering::Relaxed);
+    }
+}
+
+impl Fault {
+    pub fn strikes_mid_stream(self) -> bool {
+        matches!(self, Fault::DieMidStream | Fault::HangMidStream)
+    }
+}
+
+/// Applies the faults that strike before any byte is written. Returns the fault mode the
+/// request continues under (mid-stream faults act later, in the body).
+pub async fn gate(sim: &SimState) -> Result<Fault, ApiError> {
+    match sim.fault.get() {
+        Fault::Fail => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            RUNNER_FAILURE_MESSAGE,
+        )),
+        Fault::Busy => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, BUSY_MESSAGE)),
+        // Never resolves; the handler future is dropped when the client hangs up, which
+        // the request tracker counts as a cancel.
+        Fault::Hang => std::future::pending().await,
+        other => Ok(other),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct FaultBody {
+    pub mode: Fault,
+}
+
+pub async fn current(State(sim): State<Arc<SimState>>) -> Json<FaultBody> {
+    Json(FaultBody {
+        mode: sim.fault.get(),
+    })
+}
+
+pub async fn set(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+    match parse_json::<FaultBody>(&body) {
+        Ok(FaultBody { mode }) => {
+            sim.fault.set(mode);
+            tracing::info!(sim = %sim.config.name, ?mode, "fault mode changed");
+            Json(FaultBody { mode }).into_response()
+        }
+        Err(error) => error.native(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switch_round_trips_every_mode() {
+        let switch = FaultSwitch::new(Fault::None);
+        for fault in ALL {
+            switch.set(fault);
+            assert_eq!(switch.get(), fault);
+        }
+        let parsed: FaultBody =
+            serde_json::from_str(r#"{"mode":"die_mid_stream"}"#).expect("valid body");
+        assert_eq!(parsed.mode, Fault::DieMidStream);
+    }
+}
