@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::health::HealthChecker;
 use crate::pool::Pool;
 use crate::proxy::CorralProxy;
+use crate::routing::AdmissionQueue;
 
 /// A built, not yet running, corral server.
 pub struct Corral {
@@ -36,7 +37,9 @@ pub fn build(config: Config) -> anyhow::Result<Corral> {
     let listen = config.listen.clone();
     let pool = Arc::new(Pool::new(config));
 
-    let mut proxy = http_proxy_service(&server.configuration, CorralProxy::new(pool.clone()));
+    let queue = Arc::new(AdmissionQueue::default());
+    let proxy_app = CorralProxy::new(pool.clone(), queue.clone());
+    let mut proxy = http_proxy_service(&server.configuration, proxy_app);
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
     }
@@ -45,7 +48,10 @@ pub fn build(config: Config) -> anyhow::Result<Corral> {
         "health",
         HealthChecker::new(pool.clone()),
     ));
-    server.add_service(background_service("admin", AdminService::new(pool.clone())));
+    server.add_service(background_service(
+        "admin",
+        AdminService::new(pool.clone(), queue),
+    ));
     Ok(Corral { server, pool })
 }
 

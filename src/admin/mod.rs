@@ -14,44 +14,54 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::pool::Pool;
+use crate::routing::AdmissionQueue;
 
 pub use views::{BackendView, StatusView};
 
 pub struct AdminService {
     pool: Arc<Pool>,
+    queue: Arc<AdmissionQueue>,
+}
+
+/// What the admin handlers read.
+#[derive(Clone)]
+pub struct AdminState {
+    pub pool: Arc<Pool>,
+    pub queue: Arc<AdmissionQueue>,
 }
 
 impl AdminService {
-    pub fn new(pool: Arc<Pool>) -> AdminService {
-        AdminService { pool }
+    pub fn new(pool: Arc<Pool>, queue: Arc<AdmissionQueue>) -> AdminService {
+        AdminService { pool, queue }
     }
 
-    pub fn router(pool: Arc<Pool>) -> Router {
+    pub fn router(state: AdminState) -> Router {
         Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/api/v1/status", get(status))
             .route("/api/v1/backends", get(backends))
-            .with_state(pool)
+            .with_state(state)
     }
 }
 
-async fn readyz(State(pool): State<Arc<Pool>>) -> (StatusCode, &'static str) {
+async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
     // Ready when at least one backend could take a request.
-    if pool.load().backends.iter().any(|b| b.is_available()) {
+    if s.pool.load().backends.iter().any(|b| b.is_available()) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "no healthy backend")
     }
 }
 
-async fn status(State(pool): State<Arc<Pool>>) -> Json<StatusView> {
-    Json(StatusView::of(&pool.load()))
+async fn status(State(s): State<AdminState>) -> Json<StatusView> {
+    Json(StatusView::of(&s.pool.load(), s.queue.depth()))
 }
 
-async fn backends(State(pool): State<Arc<Pool>>) -> Json<Vec<BackendView>> {
+async fn backends(State(s): State<AdminState>) -> Json<Vec<BackendView>> {
     Json(
-        pool.load()
+        s.pool
+            .load()
             .backends
             .iter()
             .map(|b| BackendView::of(b))
@@ -71,7 +81,10 @@ impl BackgroundService for AdminService {
             }
         };
         tracing::info!(%addr, "admin API listening");
-        let app = Self::router(self.pool.clone());
+        let app = Self::router(AdminState {
+            pool: self.pool.clone(),
+            queue: self.queue.clone(),
+        });
         let stop = async move {
             let _ = shutdown.changed().await;
         };

@@ -9,7 +9,13 @@ pub struct BackendView {
     pub name: String,
     pub url: String,
     pub healthy: bool,
+    /// Taken out by live traffic (consecutive failures), for a backoff.
+    pub ejected: bool,
+    /// Back from an ejection, limited to one request until one succeeds.
+    pub probation: bool,
     pub in_flight: usize,
+    /// Concurrency routing assumes now (less than configured while busy or on probation).
+    pub capacity: usize,
     pub max_concurrency: usize,
     pub weight: u32,
     pub requests: u64,
@@ -29,8 +35,11 @@ impl BackendView {
         BackendView {
             name: b.name().to_string(),
             url: b.config.url.base(),
-            healthy: b.is_available(),
+            healthy: b.state.is_healthy(),
+            ejected: b.state.passive.is_ejected(),
+            probation: b.state.passive.on_probation(),
             in_flight: b.state.in_flight(),
+            capacity: b.capacity(),
             max_concurrency: b.config.max_concurrency,
             weight: b.config.weight,
             requests: b.state.requests(),
@@ -49,16 +58,18 @@ pub struct StatusView {
     pub backends_total: usize,
     pub backends_healthy: usize,
     pub in_flight: usize,
+    pub queue_depth: usize,
 }
 
 impl StatusView {
-    pub fn of(table: &RoutingTable) -> StatusView {
+    pub fn of(table: &RoutingTable, queue_depth: usize) -> StatusView {
         StatusView {
             version: env!("CARGO_PKG_VERSION").to_string(),
             strategy: table.config.routing.strategy.as_str().to_string(),
             backends_total: table.backends.len(),
             backends_healthy: table.backends.iter().filter(|b| b.is_available()).count(),
             in_flight: table.backends.iter().map(|b| b.state.in_flight()).sum(),
+            queue_depth,
         }
     }
 }

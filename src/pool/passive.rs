@@ -82,10 +82,11 @@ impl PassiveHealth {
     }
 
     /// The backend refused work while `in_flight` requests (including the refused one)
-    /// were out: assume it holds one fewer than that for `period`.
+    /// were out: assume it holds one fewer than that for `period` — none at all when
+    /// it refused its only request, so it gets nothing while others have room.
     pub fn record_busy(&self, in_flight: usize, period: Duration) {
         self.busy_capacity
-            .store(in_flight.saturating_sub(1).max(1), Ordering::Relaxed);
+            .store(in_flight.saturating_sub(1), Ordering::Relaxed);
         self.busy_until
             .store(now_ms() + period.as_millis() as u64, Ordering::Relaxed);
     }
@@ -138,7 +139,7 @@ mod tests {
         p.record_busy(3, Duration::from_secs(60));
         assert_eq!(p.effective_capacity(4), 2);
         p.record_busy(1, Duration::from_secs(60));
-        assert_eq!(p.effective_capacity(4), 1);
+        assert_eq!(p.effective_capacity(4), 0);
         p.busy_until.store(0, Ordering::Relaxed);
         assert_eq!(p.effective_capacity(4), 4);
     }

@@ -39,16 +39,12 @@ pub struct CorralProxy {
 }
 
 impl CorralProxy {
-    pub fn new(pool: Arc<Pool>) -> CorralProxy {
+    pub fn new(pool: Arc<Pool>, queue: Arc<AdmissionQueue>) -> CorralProxy {
         CorralProxy {
             pool,
             router: Router::default(),
-            queue: Arc::new(AdmissionQueue::default()),
+            queue,
         }
-    }
-
-    pub fn queue(&self) -> Arc<AdmissionQueue> {
-        self.queue.clone()
     }
 
     /// Answers the fleet-wide endpoints from the probes' view of the backends.
@@ -127,6 +123,37 @@ impl CorralProxy {
             retry_after,
         )
         .await
+    }
+}
+
+/// Error type of a "server busy" answer being retried on another backend.
+const BUSY: &str = "backend busy";
+
+impl CorralProxy {
+    /// Ollama answered 503 "busy" before doing any work: when another backend can take
+    /// the request now, mark this one busy and retry there instead of passing the 503 on.
+    fn retry_busy(&self, session: &Session, ctx: &mut RequestCtx) -> Option<Box<Error>> {
+        let config = self.pool.load().config.clone();
+        if ctx.tried.len() > config.routing.max_retries || session.as_ref().retry_buffer_truncated()
+        {
+            return None;
+        }
+        let pick = ctx.current.as_ref()?;
+        let state = &pick.backend.state;
+        state
+            .passive
+            .record_busy(state.in_flight(), config.health.busy_backoff);
+        let next = self
+            .router
+            .pick_backend(&self.pool.load(), &ctx.route, &ctx.tried)
+            .ok()?;
+        tracing::debug!(from = %state.name, to = next.backend.name(), "backend busy, retrying");
+        ctx.planned = Some(next);
+        ctx.outcome_recorded = false;
+        Some(Error::explain(
+            ErrorType::Custom(BUSY),
+            format!("backend '{}' busy", state.name),
+        ))
     }
 }
 
@@ -252,13 +279,17 @@ impl ProxyHttp for CorralProxy {
         _ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        let busy = *e.etype() == ErrorType::Custom(BUSY);
         let mut e = e.more_context(format!("Peer: {peer}"));
         // A pooled connection the backend had closed fails before the request reached
         // it; replaying is safe if nothing came back yet and the body is still buffered.
-        if session.response_written().is_none() && !session.as_ref().retry_buffer_truncated() {
-            e.retry.decide_reuse(client_reused);
-        } else {
+        // So is a "busy" refusal, which Ollama sends before doing any work.
+        if session.response_written().is_some() || session.as_ref().retry_buffer_truncated() {
             e.set_retry(false);
+        } else if busy {
+            e.set_retry(true);
+        } else {
+            e.retry.decide_reuse(client_reused);
         }
         e
     }
@@ -279,11 +310,16 @@ impl ProxyHttp for CorralProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.status = upstream_response.status.as_u16();
+        if ctx.status == 503 {
+            if let Some(retry) = self.retry_busy(session, ctx) {
+                return Err(retry);
+            }
+        }
         ctx.sse = upstream_response
             .headers
             .get("content-type")

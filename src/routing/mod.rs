@@ -285,19 +285,35 @@ fn average(values: impl Iterator<Item = u64>) -> Option<u64> {
     (n > 0).then(|| sum / n)
 }
 
-/// The candidate with the lowest load / capacity. Scanning starts at a rotating offset
-/// so equal loads are shared in turn instead of all going to the first.
+/// The candidate with the lowest load / capacity, boxes with a free slot first.
+/// Scanning starts at a rotating offset so equal loads are shared in turn instead of
+/// all going to the first.
 fn least_loaded<'c, 'a>(found: &'c [Candidate<'a>], turn: usize) -> &'c Candidate<'a> {
     let n = found.len();
     let mut best = &found[turn % n];
     for i in 1..n {
         let c = &found[(turn + i) % n];
-        // a/ca < b/cb  ⇔  a·cb < b·ca, without floats; a zero capacity counts as full.
-        if c.load * best.capacity.max(1) < best.load * c.capacity.max(1) {
+        if emptier(c, best) {
             best = c;
         }
     }
     best
+}
+
+/// Whether `a` should be preferred to `b` by load. A zero capacity (a box that just
+/// said "busy") is always the fullest.
+fn emptier(a: &Candidate, b: &Candidate) -> bool {
+    match (a.has_free_slot(), b.has_free_slot()) {
+        (true, false) => return true,
+        (false, true) => return false,
+        _ => {}
+    }
+    match (a.capacity, b.capacity) {
+        (0, _) => false,
+        (_, 0) => true,
+        // a/ca < b/cb  ⇔  a·cb < b·ca, without floats.
+        (ca, cb) => a.load * cb < b.load * ca,
+    }
 }
 
 /// Weighted round robin: each backend takes `weight` consecutive turns of the rotation.
