@@ -53,9 +53,7 @@ impl PassiveHealth {
             return 1;
         }
         if now_ms() < self.busy_until.load(Ordering::Relaxed) {
-            return configured
-                .min(self.busy_capacity.load(Ordering::Relaxed))
-                .max(1);
+            return configured.min(self.busy_capacity.load(Ordering::Relaxed));
         }
         configured
     }
