@@ -106,7 +106,10 @@ impl CorralProxy {
         }
         let model = facts.model.as_deref().map(ModelName::new);
         ctx.model = facts.model.clone();
+        ctx.target_all = target.as_deref() == Some("all");
         let need = match (&target, &ctx.endpoint, &model) {
+            (Some(_), _, Some(m)) if ctx.target_all => Need::Model(m.clone()),
+            (Some(_), _, None) if ctx.target_all => Need::Any,
             (Some(name), _, _) => Need::Named(name.clone()),
             (None, Endpoint::Pull, Some(m)) => Need::Lacking(m.clone()),
             (None, Endpoint::Blob | Endpoint::Create, _) => Need::Pinned,

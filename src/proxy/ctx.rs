@@ -16,6 +16,8 @@ pub struct RequestCtx {
     /// The model as the client named it.
     pub model: Option<String>,
     pub route: RouteRequest,
+    /// `X-Corral-Target: all`: a fleet operation on every backend.
+    pub target_all: bool,
     /// Chosen before proxying so a 404/503 can be answered with a body; taken by the
     /// first `upstream_peer` call. Retries pick again.
     pub planned: Option<Pick>,
@@ -45,6 +47,7 @@ impl RequestCtx {
             endpoint: Endpoint::Other,
             model: None,
             route: RouteRequest::new(Need::Any),
+            target_all: false,
             planned: None,
             current: None,
             in_flight: None,

@@ -5,6 +5,7 @@
 mod admission;
 mod ctx;
 pub mod endpoint;
+mod fleet;
 mod local;
 mod observe;
 mod outcome;
@@ -36,6 +37,8 @@ pub struct CorralProxy {
     pool: Arc<Pool>,
     router: Router,
     queue: Arc<AdmissionQueue>,
+    /// For fleet operations corral sends itself (delete/copy everywhere, pull to all).
+    fleet_client: reqwest::Client,
 }
 
 impl CorralProxy {
@@ -44,6 +47,7 @@ impl CorralProxy {
             pool,
             router: Router::default(),
             queue,
+            fleet_client: reqwest::Client::new(),
         }
     }
 
@@ -188,9 +192,31 @@ impl ProxyHttp for CorralProxy {
             self.answer_locally(session, &endpoint).await?;
             return Ok(true);
         }
+        // Maintenance mode (`corral serving disable`): in-flight requests finish, new
+        // ones are told to come back (or go to another replica).
+        if !self.pool.is_serving() {
+            session.set_keepalive(None);
+            ctx.status = 503;
+            let retry_after = self.pool.load().config.routing.retry_after.as_secs();
+            let msg = "corral is in maintenance mode (serving disabled); retry later";
+            respond::write_error(session, ctx.endpoint.is_openai(), 503, msg, retry_after)
+                .await?;
+            return Ok(true);
+        }
         if let Some(refusal) = self.classify_route(session, ctx).await? {
             self.refuse(session, ctx, refusal).await?;
             return Ok(true);
+        }
+        match self.fan_out_targets(ctx) {
+            None => {}
+            Some(Ok(targets)) => {
+                self.fan_out(session, ctx, targets).await?;
+                return Ok(true);
+            }
+            Some(Err(e)) => {
+                self.refuse(session, ctx, Refusal::NoRoute(e)).await?;
+                return Ok(true);
+            }
         }
         match self.admit(session, ctx).await {
             Ok(pick) => {
@@ -471,6 +497,14 @@ impl ProxyHttp for CorralProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.stall = None;
         outcome::settle(&self.pool.load().config, ctx, e);
+        let changes_models = matches!(
+            ctx.endpoint,
+            Endpoint::Pull | Endpoint::Create | Endpoint::Copy | Endpoint::Delete
+        );
+        if changes_models && (200..300).contains(&ctx.status) {
+            // Refresh inventories now rather than at the next interval.
+            self.pool.changed.notify_one();
+        }
         // Release the slot before the log line: a queued request can start now.
         ctx.in_flight = None;
         outcome::access_log(session, ctx, e);
