@@ -171,7 +171,14 @@ async fn host_is_rewritten_to_the_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_are_streamed_not_buffered() {
-    let a = start_sim(&["--models", "llama3", "--tokens-per-sec", "1000"]);
+    let a = start_sim(&[
+        "--models",
+        "llama3",
+        "--tokens-per-sec",
+        "1000",
+        "--prefill-tokens-per-sec",
+        "100000000",
+    ]);
     let c = start_corral(&backends_yaml(&[&a], 2)).await;
     wait_routable(&c, &["llama3"]).await;
     let http = reqwest::Client::new();
