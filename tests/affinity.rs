@@ -37,26 +37,8 @@ async fn chat(c: &Corral, body: &Value) -> (u16, String, String) {
 }
 
 async fn backends(c: &Corral) -> Vec<Value> {
-    let v: Value = reqwest::get(format!("{}/api/v1/backends", admin_url(c)))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v.as_array().unwrap().clone()
-}
-
-async fn wait_all_healthy(c: &Corral, n: usize) {
-    wait_for("every backend healthy", || async {
-        (backends(c)
-            .await
-            .iter()
-            .filter(|b| b["healthy"] == true)
-            .count()
-            == n)
-            .then_some(())
-    })
-    .await;
+    let v = c.admin("/api/v1/backends").await.expect("admin backends");
+    v.as_array().expect("backend list").clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +59,7 @@ async fn conversations_stick_to_their_box_and_spread_over_the_fleet() {
         .collect();
     let c = start_corral(&backends_yaml(&sims.iter().collect::<Vec<_>>(), 2)).await;
     wait_routable(&c, &["llama3"]).await;
-    wait_all_healthy(&c, 4).await;
+    c.wait_healthy(4).await;
 
     let mut homes = std::collections::HashSet::new();
     for conv in 0..16 {
@@ -141,7 +123,7 @@ async fn resident_models_are_preferred_to_cold_loads() {
     ]);
     let c = start_corral(&backends_yaml(&[&cold_a, &warm, &cold_b], 2)).await;
     wait_routable(&c, &["llama3"]).await;
-    wait_all_healthy(&c, 3).await;
+    c.wait_healthy(3).await;
     for i in 0..6 {
         let (status, backend, route) = chat(&c, &turn("llama3", &[&format!("question {i}")])).await;
         assert_eq!(status, 200);
@@ -169,7 +151,7 @@ async fn a_busy_backend_is_not_favoured() {
     ))
     .await;
     wait_routable(&c, &["llama3"]).await;
-    wait_all_healthy(&c, 2).await;
+    c.wait_healthy(2).await;
     busy.set_fault("busy").await;
     // Under naive least-connections a box that refuses instantly always looks idle and
     // gets every other request. Here its refusal is retried elsewhere at once, and it
@@ -206,14 +188,7 @@ async fn the_queue_admits_in_turn_times_out_and_drops_leavers() {
     let http = reqwest::Client::new();
     let url = format!("{}/api/chat", c.url());
     let body = json!({"model": "llama3", "messages": [{"role": "user", "content": "long story"}]});
-    let status_url = format!("{}/api/v1/status", admin_url(&c));
-    let depth = || {
-        let status_url = status_url.clone();
-        async move {
-            let v: Value = reqwest::get(status_url).await.ok()?.json().await.ok()?;
-            v["queue_depth"].as_u64()
-        }
-    };
+    let depth = || async { c.admin("/api/v1/status").await?["queue_depth"].as_u64() };
 
     let holder = http.post(&url).json(&body).send().await.unwrap();
     let mut holder_body = holder.bytes_stream();
@@ -300,7 +275,7 @@ async fn failing_backends_are_ejected_and_recover() {
     ))
     .await;
     wait_routable(&c, &["llama3"]).await;
-    wait_all_healthy(&c, 2).await;
+    c.wait_healthy(2).await;
     flaky.set_fault("fail").await;
 
     // Round robin alternates until two failures in a row eject the flaky box.

@@ -53,18 +53,9 @@ async fn ndjson_streams_chunk_by_chunk_and_client_abort_reaches_the_backend() {
     })
     .await;
     // And corral released its in-flight slot.
-    let admin = admin_url(&c);
-    wait_for("in-flight to drop to 0", || {
-        let admin = admin.clone();
-        async move {
-            let v: Value = reqwest::get(format!("{admin}/api/v1/backends"))
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (v[0]["in_flight"] == 0).then_some(())
-        }
+    wait_for("in-flight to drop to 0", || async {
+        let v = c.admin("/api/v1/backends").await?;
+        (v[0]["in_flight"] == 0).then_some(())
     })
     .await;
 }
@@ -131,7 +122,12 @@ async fn backend_dying_mid_stream_ends_the_stream_with_an_error_line() {
     let c = start_corral(&backends_yaml(&[&a], 1)).await;
     wait_routable(&c, &["llama3"]).await;
     a.set_fault("die_mid_stream").await;
-    let http = reqwest::Client::new();
+    // corral closes a connection whose stream it had to cut: no pooling, so the next
+    // request does not race that close.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
 
     let resp = http
         .post(format!("{}/api/chat", c.url()))
@@ -192,7 +188,11 @@ async fn stalls_hit_the_idle_and_first_byte_timeouts() {
     ))
     .await;
     wait_routable(&c, &["llama3"]).await;
-    let http = reqwest::Client::new();
+    // A cut stream closes its connection: no pooling (see above).
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
 
     a.set_fault("hang_mid_stream").await;
     let resp = http
@@ -266,20 +266,7 @@ async fn connect_failure_is_retried_on_another_backend() {
     ))
     .await;
     wait_routable(&c, &["llama3"]).await;
-    let admin = admin_url(&c);
-    wait_for("both backends healthy", || {
-        let admin = admin.clone();
-        async move {
-            let v: Value = reqwest::get(format!("{admin}/api/v1/status"))
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (v["backends_healthy"] == 2).then_some(())
-        }
-    })
-    .await;
+    c.wait_healthy(2).await;
     b.proc.kill();
     let http = reqwest::Client::new();
     for _ in 0..6 {

@@ -28,20 +28,7 @@ async fn two_boxes(a_models: &str, b_models: &str) -> (Sim, Sim, Corral) {
     let a = start_sim(&["--models", a_models]);
     let b = start_sim(&["--models", b_models]);
     let c = start_corral(&backends_yaml(&[&a, &b], 2)).await;
-    let admin = admin_url(&c);
-    wait_for("both healthy", || {
-        let admin = admin.clone();
-        async move {
-            let v: Value = reqwest::get(format!("{admin}/api/v1/status"))
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (v["backends_healthy"] == 2).then_some(())
-        }
-    })
-    .await;
+    c.wait_healthy(2).await;
     (a, b, c)
 }
 

@@ -5,22 +5,16 @@ mod common;
 
 use common::*;
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 
-async fn in_flight(admin: &str) -> Vec<(String, u64)> {
-    let v: Value = reqwest::get(format!("{admin}/api/v1/backends"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
+async fn in_flight(c: &Corral) -> Vec<(String, u64)> {
+    let v = c.admin("/api/v1/backends").await.expect("admin backends");
+    let list = v.as_array().expect("backend list");
+    list.iter()
         .map(|b| {
             (
-                b["name"].as_str().unwrap().to_string(),
-                b["in_flight"].as_u64().unwrap(),
+                b["name"].as_str().unwrap_or("").to_string(),
+                b["in_flight"].as_u64().unwrap_or(0),
             )
         })
         .collect()
@@ -47,7 +41,6 @@ async fn least_loaded_fills_backends_by_capacity() {
     );
     let c = start_corral(&yaml).await;
     wait_routable(&c, &["llama3"]).await;
-    let admin = admin_url(&c);
     let http = reqwest::Client::new();
 
     // Open 4 streams one after another, each confirmed started before the next.
@@ -75,21 +68,18 @@ async fn least_loaded_fills_backends_by_capacity() {
     // Capacity 1 vs 3: loads 1/1 and 3/3 is the only fair split.
     assert_eq!(served_by, ["big", "big", "big", "small"]);
     assert_eq!(
-        in_flight(&admin).await,
+        in_flight(&c).await,
         [("small".into(), 1), ("big".into(), 3)]
     );
 
     // Every path gives the slot back: here, clients going away.
     drop(open);
-    wait_for("in-flight back to zero", || {
-        let admin = admin.clone();
-        async move {
-            in_flight(&admin)
-                .await
-                .iter()
-                .all(|(_, n)| *n == 0)
-                .then_some(())
-        }
+    wait_for("in-flight back to zero", || async {
+        in_flight(&c)
+            .await
+            .iter()
+            .all(|(_, n)| *n == 0)
+            .then_some(())
     })
     .await;
 }
@@ -104,20 +94,7 @@ async fn round_robin_alternates() {
     ))
     .await;
     wait_routable(&c, &["llama3"]).await;
-    let admin = admin_url(&c);
-    wait_for("both healthy", || {
-        let admin = admin.clone();
-        async move {
-            let v: Value = reqwest::get(format!("{admin}/api/v1/status"))
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (v["backends_healthy"] == 2).then_some(())
-        }
-    })
-    .await;
+    c.wait_healthy(2).await;
     let http = reqwest::Client::new();
     let mut seen = Vec::new();
     for _ in 0..6 {
@@ -164,12 +141,7 @@ async fn unprobed_and_unhealthy_backends_get_no_traffic() {
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-corral-backend"], "live");
     }
-    let v: Value = reqwest::get(format!("{}/api/v1/backends", admin_url(&c)))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = c.admin("/api/v1/backends").await.expect("admin backends");
     assert_eq!(v[0]["name"], "ghost");
     assert_eq!(v[0]["healthy"], false);
     assert_eq!(v[0]["requests"], 0);

@@ -128,19 +128,27 @@ impl Endpoint {
         )
     }
 
+    /// Runs the model: a success proves the model is loaded on that backend.
+    pub fn is_inference(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::Generate
+                | Endpoint::Chat
+                | Endpoint::Embed
+                | Endpoint::Embeddings
+                | Endpoint::OpenAiChat
+                | Endpoint::OpenAiCompletions
+                | Endpoint::OpenAiEmbeddings
+                | Endpoint::OpenAiResponses
+                | Endpoint::OpenAiMessages
+        )
+    }
+
     /// JSON body fields that name the model, in the order clients use them; `None` when
     /// the route is not routed by model.
     pub fn model_fields(&self) -> Option<&'static [&'static str]> {
         match self {
-            Endpoint::Generate
-            | Endpoint::Chat
-            | Endpoint::Embed
-            | Endpoint::Embeddings
-            | Endpoint::OpenAiChat
-            | Endpoint::OpenAiCompletions
-            | Endpoint::OpenAiEmbeddings
-            | Endpoint::OpenAiResponses
-            | Endpoint::OpenAiMessages => Some(&["model"]),
+            e if e.is_inference() => Some(&["model"]),
             // Older clients send `name` on these.
             Endpoint::Show | Endpoint::Push | Endpoint::Delete | Endpoint::Pull => {
                 Some(&["model", "name"])

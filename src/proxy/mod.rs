@@ -199,8 +199,7 @@ impl ProxyHttp for CorralProxy {
             ctx.status = 503;
             let retry_after = self.pool.load().config.routing.retry_after.as_secs();
             let msg = "corral is in maintenance mode (serving disabled); retry later";
-            respond::write_error(session, ctx.endpoint.is_openai(), 503, msg, retry_after)
-                .await?;
+            respond::write_error(session, ctx.endpoint.is_openai(), 503, msg, retry_after).await?;
             return Ok(true);
         }
         if let Some(refusal) = self.classify_route(session, ctx).await? {
@@ -395,6 +394,9 @@ impl ProxyHttp for CorralProxy {
         }
         if end_of_stream {
             ctx.observer.finish();
+            // The backend's work is done: free its slot now, before the last bytes
+            // reach the client, so a conversation's next turn finds its box free.
+            ctx.in_flight = None;
         }
         Ok(None)
     }

@@ -154,6 +154,21 @@ impl Corral {
         ollama_rs::Ollama::try_new(self.url()).expect("corral url")
     }
 
+    /// GETs an admin API path as JSON; `None` while the admin API is not answering.
+    pub async fn admin(&self, path: &str) -> Option<serde_json::Value> {
+        let url = format!("{}{path}", admin_url(self));
+        reqwest::get(url).await.ok()?.json().await.ok()
+    }
+
+    /// Waits until `n` backends have passed their probes.
+    pub async fn wait_healthy(&self, n: usize) {
+        wait_for(&format!("{n} healthy backends"), || async {
+            let v = self.admin("/api/v1/status").await?;
+            (v["backends_healthy"] == n).then_some(())
+        })
+        .await
+    }
+
     pub fn config_path(&self) -> std::path::PathBuf {
         self.dir.path().join("corral.yaml")
     }
