@@ -78,7 +78,7 @@ fn main() -> ExitCode {
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    corral::server::build(config)?.run_forever()
+    corral::server::build_from(config, Some(path.to_path_buf()))?.run_forever()
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {

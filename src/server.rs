@@ -1,6 +1,7 @@
 //! Assembles and runs the Pingora server: the proxy service on every `listen` address
 //! and the health checker beside it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use pingora::proxy::http_proxy_service;
@@ -13,6 +14,7 @@ use crate::config::Config;
 use crate::health::HealthChecker;
 use crate::pool::Pool;
 use crate::proxy::CorralProxy;
+use crate::reload::{ReloadStatus, Reloader};
 use crate::routing::AdmissionQueue;
 
 /// A built, not yet running, corral server.
@@ -22,6 +24,14 @@ pub struct Corral {
 }
 
 pub fn build(config: Config) -> anyhow::Result<Corral> {
+    build_from(config, None)
+}
+
+/// Builds the server; with `config_path`, the file is watched and reloaded on change
+/// and on SIGHUP.
+pub fn build_from(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Corral> {
+    // An admin API open to the network without a token would let anyone drain the fleet.
+    crate::admin::auth::check_config(&config)?;
     let conf = ServerConf {
         threads: config.threads,
         // SIGTERM lets in-flight generations finish for this long, then stops.
@@ -35,7 +45,8 @@ pub fn build(config: Config) -> anyhow::Result<Corral> {
     server.bootstrap();
 
     let listen = config.listen.clone();
-    let pool = Arc::new(Pool::new(config));
+    // Run-time backends and drain flags saved by the admin API come back.
+    let pool = Arc::new(crate::admin::persist::restore_pool(config)?);
 
     let queue = Arc::new(AdmissionQueue::default());
     let proxy_app = CorralProxy::new(pool.clone(), queue.clone());
@@ -48,9 +59,14 @@ pub fn build(config: Config) -> anyhow::Result<Corral> {
         "health",
         HealthChecker::new(pool.clone()),
     ));
+    let reloads = Arc::new(ReloadStatus::default());
+    if let Some(path) = config_path {
+        let reloader = Reloader::new(pool.clone(), path, reloads.clone());
+        server.add_service(background_service("reload", reloader));
+    }
     server.add_service(background_service(
         "admin",
-        AdminService::new(pool.clone(), queue),
+        AdminService::new(pool.clone(), queue).with_reloads(reloads),
     ));
     Ok(Corral { server, pool })
 }

@@ -1,78 +1,94 @@
-//! The admin API on `admin.listen`: liveness, readiness and the live view of the pool.
+//! The admin API on `admin.listen`: liveness, readiness, the live view of the pool,
+//! metrics, and the operator's actions (add/remove/drain backends, maintenance mode).
 //! Runs as a Pingora background service next to the proxy.
 
+pub mod auth;
+mod error;
+pub mod persist;
+mod read;
 mod views;
+mod write;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, post};
+use axum::Router;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::pool::Pool;
+use crate::reload::ReloadStatus;
 use crate::routing::AdmissionQueue;
 
-pub use views::{BackendView, StatusView};
+pub use error::ApiError;
+pub use views::{BackendView, ReloadView, StatusView};
 
 pub struct AdminService {
-    pool: Arc<Pool>,
-    queue: Arc<AdmissionQueue>,
+    state: AdminState,
 }
 
-/// What the admin handlers read.
+/// What the admin handlers read and change.
 #[derive(Clone)]
 pub struct AdminState {
     pub pool: Arc<Pool>,
     pub queue: Arc<AdmissionQueue>,
+    pub reloads: Arc<ReloadStatus>,
+    /// Serializes changes to run-time backends with their write to disk, so the file
+    /// always holds the latest change.
+    pub writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AdminService {
     pub fn new(pool: Arc<Pool>, queue: Arc<AdmissionQueue>) -> AdminService {
-        AdminService { pool, queue }
+        AdminService {
+            state: AdminState {
+                pool,
+                queue,
+                reloads: Arc::new(ReloadStatus::default()),
+                writes: Arc::new(tokio::sync::Mutex::new(())),
+            },
+        }
+    }
+
+    /// Shows the reloader's results in `/api/v1/status`.
+    pub fn with_reloads(mut self, reloads: Arc<ReloadStatus>) -> AdminService {
+        self.state.reloads = reloads;
+        self
     }
 
     pub fn router(state: AdminState) -> Router {
+        let writes = Router::new()
+            .route("/api/v1/backends", post(write::add_backend))
+            .route(
+                "/api/v1/backends/{name}",
+                axum::routing::delete(write::remove_backend),
+            )
+            .route("/api/v1/backends/{name}/drain", post(write::drain))
+            .route("/api/v1/backends/{name}/undrain", post(write::undrain))
+            .route("/api/v1/serving/enable", post(write::serving_enable))
+            .route("/api/v1/serving/disable", post(write::serving_disable))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                write::require_token,
+            ));
         Router::new()
             .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(readyz))
-            .route("/api/v1/status", get(status))
-            .route("/api/v1/backends", get(backends))
+            .route("/readyz", get(read::readyz))
+            .route("/metrics", get(read::prometheus))
+            .route("/api/v1/metrics", get(read::metrics_json))
+            .route("/api/v1/status", get(read::status))
+            .route("/api/v1/backends", get(read::backends))
+            .merge(writes)
+            .fallback(|| async { ApiError::not_found("no such admin endpoint") })
             .with_state(state)
     }
-}
-
-async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
-    // Ready when at least one backend could take a request.
-    if s.pool.load().backends.iter().any(|b| b.is_available()) {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no healthy backend")
-    }
-}
-
-async fn status(State(s): State<AdminState>) -> Json<StatusView> {
-    Json(StatusView::of(&s.pool.load(), s.queue.depth()))
-}
-
-async fn backends(State(s): State<AdminState>) -> Json<Vec<BackendView>> {
-    Json(
-        s.pool
-            .load()
-            .backends
-            .iter()
-            .map(|b| BackendView::of(b))
-            .collect(),
-    )
 }
 
 #[async_trait]
 impl BackgroundService for AdminService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let addr = self.pool.load().config.admin.listen;
+        let addr = self.state.pool.load().config.admin.listen;
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => {
@@ -81,10 +97,7 @@ impl BackgroundService for AdminService {
             }
         };
         tracing::info!(%addr, "admin API listening");
-        let app = Self::router(AdminState {
-            pool: self.pool.clone(),
-            queue: self.queue.clone(),
-        });
+        let app = Self::router(self.state.clone());
         let stop = async move {
             let _ = shutdown.changed().await;
         };

@@ -1,14 +1,23 @@
 //! JSON views of the pool for the admin API and the CLI.
 
+use std::sync::atomic::Ordering;
+
 use serde::{Deserialize, Serialize};
 
 use crate::pool::{Backend, RoutingTable};
+use crate::reload::ReloadStatus;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BackendView {
     pub name: String,
     pub url: String,
     pub healthy: bool,
+    /// Drained by an operator: no new requests; `in_flight` are finishing.
+    #[serde(default)]
+    pub draining: bool,
+    /// Added through the admin API (kept in the state file), not the YAML.
+    #[serde(default)]
+    pub dynamic: bool,
     /// Taken out by live traffic (consecutive failures), for a backoff.
     pub ejected: bool,
     /// Back from an ejection, limited to one request until one succeeds.
@@ -36,6 +45,8 @@ impl BackendView {
             name: b.name().to_string(),
             url: b.config.url.base(),
             healthy: b.state.is_healthy(),
+            draining: b.state.is_draining(),
+            dynamic: b.dynamic,
             ejected: b.state.passive.is_ejected(),
             probation: b.state.passive.on_probation(),
             in_flight: b.state.in_flight(),
@@ -59,6 +70,42 @@ pub struct StatusView {
     pub backends_healthy: usize,
     pub in_flight: usize,
     pub queue_depth: usize,
+    /// False in maintenance mode (`corral serving disable`).
+    #[serde(default = "yes")]
+    pub serving: bool,
+    #[serde(default)]
+    pub reloads: ReloadView,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What the config reloads did.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ReloadView {
+    pub successes: u64,
+    pub failures: u64,
+    /// The last failed reload's `file:line:col: message`, until a reload succeeds.
+    pub last_error: Option<String>,
+    /// Settings changed in the file that need a restart to apply.
+    pub restart_needed: Vec<String>,
+}
+
+impl ReloadView {
+    pub fn of(r: &ReloadStatus) -> ReloadView {
+        ReloadView {
+            successes: r.successes.load(Ordering::Relaxed),
+            failures: r.failures.load(Ordering::Relaxed),
+            last_error: r.last_error.load().as_deref().cloned(),
+            restart_needed: r
+                .restart_needed
+                .load()
+                .as_deref()
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
 }
 
 impl StatusView {
@@ -70,6 +117,8 @@ impl StatusView {
             backends_healthy: table.backends.iter().filter(|b| b.is_available()).count(),
             in_flight: table.backends.iter().map(|b| b.state.in_flight()).sum(),
             queue_depth,
+            serving: true,
+            reloads: ReloadView::default(),
         }
     }
 }

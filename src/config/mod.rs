@@ -42,6 +42,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     #[serde(default, deserialize_with = "de::unique_backends")]
     pub backends: Vec<BackendConfig>,
+    /// Where run-time state (backends added through the admin API, drain flags) is
+    /// kept across restarts. Absent: systemd's `$STATE_DIRECTORY`, else memory only.
+    #[serde(default)]
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

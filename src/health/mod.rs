@@ -43,6 +43,8 @@ impl HealthChecker {
             )
         }))
         .await;
+        // Only models some backend reported may become metric labels.
+        crate::metrics::global().set_known_models(&table);
     }
 
     async fn probe_one(&self, backend: &Arc<Backend>, timeout: Duration, rise: u32, fall: u32) {

@@ -10,31 +10,59 @@ pub use state::{BackendState, HealthChange, InFlight, Inventory, SlotWatcher};
 pub use table::{Backend, RoutingTable};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
-use crate::config::Config;
+use crate::config::{BackendConfig, Config};
 
 pub struct Pool {
     table: ArcSwap<RoutingTable>,
     /// Live state by backend name. Only touched when a table is built, never per request.
     states: Mutex<HashMap<String, Arc<BackendState>>>,
+    /// What the table is built from. Held while a table is built and stored, so two
+    /// writers (a reload and an admin call) publish in the order they changed it.
+    desired: Mutex<Desired>,
+    /// Maintenance mode off: this replica takes proxied requests.
+    serving: AtomicBool,
     /// Wakes the health checker when the table changes, so new backends are probed
     /// before they are trusted instead of waiting a full interval.
     pub changed: Notify,
 }
 
+/// The desired pool: the YAML config and the backends added at run time.
+struct Desired {
+    config: Arc<Config>,
+    /// Admin-API backends, after the YAML's. A YAML backend of the same name wins.
+    dynamic: Vec<BackendConfig>,
+}
+
 impl Pool {
     pub fn new(config: Config) -> Pool {
+        Self::with_dynamic(config, Vec::new())
+    }
+
+    /// A pool of the YAML's backends plus `dynamic` ones (restored from disk).
+    pub fn with_dynamic(config: Config, dynamic: Vec<BackendConfig>) -> Pool {
         let states = Mutex::new(HashMap::new());
-        let table = build_table(Arc::new(config), &states);
+        let desired = Desired {
+            config: Arc::new(config),
+            dynamic,
+        };
+        let table = build_table(&desired, &states);
         Pool {
             table: ArcSwap::from_pointee(table),
             states,
+            desired: Mutex::new(desired),
+            serving: AtomicBool::new(true),
             changed: Notify::new(),
         }
+    }
+
+    fn desired(&self) -> MutexGuard<'_, Desired> {
+        self.desired.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The current table. Cheap; do not hold it across an await.
@@ -48,21 +76,75 @@ impl Pool {
 
     /// Publishes a table built from a new config. Backends that stay keep their state.
     pub fn publish(&self, config: Config) {
-        let table = build_table(Arc::new(config), &self.states);
+        let mut desired = self.desired();
+        desired.config = Arc::new(config);
+        self.store(&desired);
+    }
+
+    /// The YAML config currently applied (without run-time backends).
+    pub fn yaml_config(&self) -> Arc<Config> {
+        self.desired().config.clone()
+    }
+
+    /// The run-time backends.
+    pub fn dynamic_backends(&self) -> Vec<BackendConfig> {
+        self.desired().dynamic.clone()
+    }
+
+    /// Changes the run-time backends with `f` and publishes the result if `f` succeeds.
+    /// Returns what `f` returned and the new list (for persisting it).
+    pub fn update_dynamic<T, E>(
+        &self,
+        f: impl FnOnce(&Config, &mut Vec<BackendConfig>) -> Result<T, E>,
+    ) -> Result<(T, Vec<BackendConfig>), E> {
+        let mut desired = self.desired();
+        let mut dynamic = desired.dynamic.clone();
+        let out = f(&desired.config, &mut dynamic)?;
+        desired.dynamic = dynamic;
+        self.store(&desired);
+        Ok((out, desired.dynamic.clone()))
+    }
+
+    /// Maintenance mode: whether new proxied requests are taken.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    pub fn set_serving(&self, on: bool) {
+        self.serving.store(on, Ordering::Relaxed);
+    }
+
+    fn store(&self, desired: &Desired) {
+        let table = build_table(desired, &self.states);
         self.table.store(Arc::new(table));
         self.changed.notify_one();
     }
 }
 
 fn build_table(
-    config: Arc<Config>,
+    desired: &Desired,
     states: &Mutex<HashMap<String, Arc<BackendState>>>,
 ) -> RoutingTable {
     let mut states = states.lock().unwrap_or_else(|p| p.into_inner());
+    let yaml = &desired.config;
+    let dynamic: Vec<&BackendConfig> = desired
+        .dynamic
+        .iter()
+        .filter(|d| !yaml.backends.iter().any(|b| b.name == d.name))
+        .collect();
+    // The table's config lists every backend it routes to, YAML first.
+    let config = if dynamic.is_empty() {
+        yaml.clone()
+    } else {
+        let mut merged = Config::clone(yaml);
+        merged.backends.extend(dynamic.iter().map(|b| (*b).clone()));
+        Arc::new(merged)
+    };
     let backends: Vec<Arc<Backend>> = config
         .backends
         .iter()
-        .map(|b| {
+        .enumerate()
+        .map(|(i, b)| {
             let state = states
                 .entry(b.name.clone())
                 .or_insert_with(|| Arc::new(BackendState::new(&b.name)))
@@ -76,6 +158,7 @@ fn build_table(
             Arc::new(Backend {
                 config: b.clone(),
                 state,
+                dynamic: i >= yaml.backends.len(),
             })
         })
         .collect();

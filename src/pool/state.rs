@@ -45,6 +45,8 @@ pub struct BackendState {
     load_ms: AtomicU64,
     /// Smoothed time (ms) a request holds a slot; 0 = unknown.
     service_ms: AtomicU64,
+    /// Drained by an operator: takes no new requests, finishes what it has.
+    draining: AtomicBool,
 }
 
 /// Outcome of feeding one probe result through the hysteresis.
@@ -71,12 +73,21 @@ impl BackendState {
             passive: PassiveHealth::default(),
             load_ms: AtomicU64::new(0),
             service_ms: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
         }
     }
 
-    /// Probed healthy and not ejected by live traffic.
+    /// Probed healthy, not ejected by live traffic and not draining.
     pub fn is_routable(&self) -> bool {
-        self.is_healthy() && !self.passive.is_ejected()
+        self.is_healthy() && !self.passive.is_ejected() && !self.is_draining()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self, on: bool) {
+        self.draining.store(on, Ordering::Relaxed);
     }
 
     /// Records that `model` is loaded here, as a successful answer proves, without

@@ -12,6 +12,8 @@ use super::state::BackendState;
 pub struct Backend {
     pub config: BackendConfig,
     pub state: Arc<BackendState>,
+    /// Added through the admin API rather than listed in the YAML.
+    pub dynamic: bool,
 }
 
 impl Backend {
@@ -19,7 +21,7 @@ impl Backend {
         &self.config.name
     }
 
-    /// Probed healthy and not ejected: may receive traffic.
+    /// Probed healthy, not ejected and not draining: may receive new traffic.
     pub fn is_available(&self) -> bool {
         self.state.is_routable()
     }

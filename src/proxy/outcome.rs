@@ -14,6 +14,7 @@ use super::RequestCtx;
 /// Counts a failed request against `backend`; ejects it when that makes too many in a row.
 pub fn record_failure(backend: &BackendState, config: &Config, why: &str) {
     if let Some(t) = backend.passive.record_failure(config.health.eject_policy()) {
+        crate::metrics::global().backend_ejected(&backend.name);
         tracing::warn!(
             backend = %backend.name,
             reason = why,
@@ -84,11 +85,12 @@ pub fn settle(config: &Config, ctx: &mut RequestCtx, error: Option<&Error>) {
     }
 }
 
-/// One structured line per request.
+/// One structured line per request, and the request's metrics.
 pub fn access_log(session: &Session, ctx: &RequestCtx, error: Option<&Error>) {
     let status = session
         .response_written()
         .map_or(ctx.status, |r| r.status.as_u16());
+    record_metrics(ctx, status);
     let ms = |t: std::time::Instant| t.duration_since(ctx.started).as_secs_f64() * 1000.0;
     let stats = ctx.observer.stats.as_ref();
     tracing::info!(
@@ -109,4 +111,25 @@ pub fn access_log(session: &Session, ctx: &RequestCtx, error: Option<&Error>) {
         error = error.map(|e| e.etype().as_str()),
         "request"
     );
+}
+
+/// Feeds the finished request to the Prometheus metrics: only figures the context
+/// already holds, no allocation.
+fn record_metrics(ctx: &RequestCtx, status: u16) {
+    let stats = ctx.observer.stats.as_ref();
+    crate::metrics::global().observe_request(&crate::metrics::RequestRecord {
+        backend: ctx.current.as_ref().map(|p| p.backend.name()),
+        model: ctx.model_name(),
+        endpoint: ctx.endpoint.label(),
+        status,
+        duration: ctx.started.elapsed(),
+        ttft: ctx.first_token.map(|t| t.duration_since(ctx.started)),
+        queue_wait: ctx.queued_ms.map(std::time::Duration::from_millis),
+        tokens: stats.map(|s| crate::metrics::TokenStats {
+            prompt_tokens: s.prompt_tokens,
+            completion_tokens: s.completion_tokens,
+            completion_ns: s.completion_ns,
+            load_ns: s.load_ns,
+        }),
+    });
 }

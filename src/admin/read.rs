@@ -1,0 +1,62 @@
+//! Read-only admin endpoints: probes for orchestrators, the pool, the status of this
+//! replica, and metrics (Prometheus text and JSON).
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+
+use crate::metrics::MetricsView;
+
+use super::views::{BackendView, ReloadView, StatusView};
+use super::AdminState;
+
+pub async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
+    if !s.pool.is_serving() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "serving disabled");
+    }
+    // Ready when at least one backend could take a request.
+    if s.pool.load().backends.iter().any(|b| b.is_available()) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no healthy backend")
+    }
+}
+
+pub async fn status(State(s): State<AdminState>) -> Json<StatusView> {
+    let mut view = StatusView::of(&s.pool.load(), s.queue.depth());
+    view.serving = s.pool.is_serving();
+    view.reloads = ReloadView::of(&s.reloads);
+    Json(view)
+}
+
+pub async fn backends(State(s): State<AdminState>) -> Json<Vec<BackendView>> {
+    Json(
+        s.pool
+            .load()
+            .backends
+            .iter()
+            .map(|b| BackendView::of(b))
+            .collect(),
+    )
+}
+
+fn refreshed(s: &AdminState) -> &'static crate::metrics::Metrics {
+    let m = crate::metrics::global();
+    m.refresh(&s.pool.load(), s.queue.depth(), s.pool.is_serving());
+    m
+}
+
+pub async fn prometheus(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        refreshed(&s).render_text(),
+    )
+}
+
+pub async fn metrics_json(State(s): State<AdminState>) -> Json<MetricsView> {
+    Json(refreshed(&s).render_json())
+}

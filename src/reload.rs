@@ -1,0 +1,318 @@
+//! Hot reload of the YAML config: a `notify` watch on the file's directory (editors and
+//! config management replace files by rename, Kubernetes swaps a `..data` symlink, so
+//! watching the file itself would lose it after the first swap) plus SIGHUP, debounced,
+//! then parse → validate → `Pool::publish`. An invalid file changes nothing: the old
+//! config keeps serving and the error is logged, counted and shown in the status.
+//! Runs as a Pingora background service so it lives on Pingora's runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::pool::Pool;
+
+/// Quiet time after the last file event before reloading: one save is often several
+/// events (truncate, write, rename, chmod).
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// What the last reloads did, for `/api/v1/status`.
+#[derive(Debug, Default)]
+pub struct ReloadStatus {
+    pub successes: AtomicU64,
+    pub failures: AtomicU64,
+    /// The last failure's message (`file:line:col: ...`); cleared by a success.
+    pub last_error: ArcSwapOption<String>,
+    /// Settings changed in the file that only a restart applies; cleared when the file
+    /// agrees with the running values again.
+    pub restart_needed: ArcSwapOption<Vec<String>>,
+}
+
+/// Why a reload did not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{path}: {source}")]
+    Admin {
+        path: String,
+        source: crate::admin::auth::TokenError,
+    },
+}
+
+pub struct Reloader {
+    pool: Arc<Pool>,
+    path: PathBuf,
+    status: Arc<ReloadStatus>,
+    /// The text last read, so file events that change nothing (a touch, another file
+    /// in the directory) do not count as reloads.
+    last_text: std::sync::Mutex<Option<String>>,
+}
+
+impl Reloader {
+    pub fn new(pool: Arc<Pool>, path: PathBuf, status: Arc<ReloadStatus>) -> Reloader {
+        Reloader {
+            pool,
+            path,
+            status,
+            last_text: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Reads, validates and publishes the file. `force` reloads even when the text is
+    /// unchanged (SIGHUP: the operator asked). Returns whether anything was applied.
+    pub async fn reload(&self, trigger: &str, force: bool) -> Result<bool, ReloadError> {
+        let origin = self.path.display().to_string();
+        let text = match tokio::fs::read_to_string(&self.path).await {
+            Ok(t) => t,
+            Err(source) => {
+                return self.fail(
+                    trigger,
+                    crate::config::ConfigError::Read {
+                        path: origin,
+                        source,
+                    }
+                    .into(),
+                )
+            }
+        };
+        {
+            let mut last = self.last_text.lock().unwrap_or_else(|p| p.into_inner());
+            if !force && last.as_deref() == Some(text.as_str()) {
+                return Ok(false);
+            }
+            *last = Some(text.clone());
+        }
+        let new = match Config::parse(&text, &origin) {
+            Ok(c) => c,
+            Err(e) => return self.fail(trigger, e.into()),
+        };
+        if let Err(source) = crate::admin::auth::check_config(&new) {
+            return self.fail(
+                trigger,
+                ReloadError::Admin {
+                    path: origin,
+                    source,
+                },
+            );
+        }
+        let running = self.pool.yaml_config();
+        let (new, pending) = keep_restart_only(&running, new);
+        if pending.is_empty() {
+            self.status.restart_needed.store(None);
+        } else {
+            tracing::warn!(
+                file = %origin,
+                settings = %pending.join(", "),
+                "config changes that need a restart were not applied; the running values stay"
+            );
+            self.status.restart_needed.store(Some(Arc::new(pending)));
+        }
+        let backends = new.backends.len();
+        self.pool.publish(new);
+        self.status.successes.fetch_add(1, Ordering::Relaxed);
+        self.status.last_error.store(None);
+        crate::metrics::global().config_reload(true);
+        tracing::info!(file = %origin, trigger, backends, "config reloaded");
+        Ok(true)
+    }
+
+    fn fail(&self, trigger: &str, e: ReloadError) -> Result<bool, ReloadError> {
+        let msg = e.to_string();
+        tracing::error!(trigger, error = %msg, "config reload failed; keeping the running config");
+        self.status.failures.fetch_add(1, Ordering::Relaxed);
+        self.status.last_error.store(Some(Arc::new(msg)));
+        crate::metrics::global().config_reload(false);
+        Err(e)
+    }
+
+    /// Starts watching the config's directory (and the directory a symlinked config
+    /// points into). Events are only a hint to re-read; the text decides.
+    fn watch(&self, tx: mpsc::UnboundedSender<()>) -> notify::Result<RecommendedWatcher> {
+        let name = self.path.file_name().map(|n| n.to_os_string());
+        let target = std::fs::canonicalize(&self.path).ok();
+        let target_name = target
+            .as_ref()
+            .and_then(|t| t.file_name())
+            .map(|n| n.to_os_string());
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                let Ok(event) = res else { return };
+                // Reads of the file (anyone opening it) are not changes.
+                if matches!(event.kind, notify::EventKind::Access(_)) {
+                    return;
+                }
+                let relevant = event.paths.iter().any(|p| {
+                    let file = p.file_name();
+                    file.is_some() && (file == name.as_deref() || file == target_name.as_deref())
+                    // Kubernetes ConfigMap volumes swap `..data` to publish a new version.
+                    || file.is_some_and(|f| f.to_string_lossy().starts_with(".."))
+                });
+                if relevant {
+                    let _ = tx.send(());
+                }
+            })?;
+        let dir = parent_dir(&self.path);
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        if let Some(t) = target {
+            let tdir = parent_dir(&t);
+            if tdir != dir {
+                watcher.watch(&tdir, RecursiveMode::NonRecursive)?;
+            }
+        }
+        Ok(watcher)
+    }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Settings bound at start-up (sockets, threads, Pingora's server conf, the state
+/// directory): when the file changes them, the new config keeps the running values and
+/// the names of what changed are returned. Applying the rest is safe; applying these
+/// would be a half-applied config.
+pub fn keep_restart_only(running: &Config, mut new: Config) -> (Config, Vec<String>) {
+    let mut pending = Vec::new();
+    if new.listen != running.listen {
+        pending.push("listen".to_string());
+        new.listen = running.listen.clone();
+    }
+    if new.admin.listen != running.admin.listen {
+        pending.push("admin.listen".to_string());
+        new.admin.listen = running.admin.listen;
+    }
+    if new.threads != running.threads {
+        pending.push("threads".to_string());
+        new.threads = running.threads;
+    }
+    if new.shutdown_grace != running.shutdown_grace {
+        pending.push("shutdown_grace".to_string());
+        new.shutdown_grace = running.shutdown_grace;
+    }
+    // Pingora caps retries per request at the start-up value.
+    if new.routing.max_retries != running.routing.max_retries {
+        pending.push("routing.max_retries".to_string());
+        new.routing.max_retries = running.routing.max_retries;
+    }
+    if new.state_dir != running.state_dir {
+        pending.push("state_dir".to_string());
+        new.state_dir = running.state_dir.clone();
+    }
+    (new, pending)
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        // The text the server started with: an event that changes nothing is no reload.
+        if let Ok(t) = tokio::fs::read_to_string(&self.path).await {
+            *self.last_text.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+        }
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let _watcher = match self.watch(tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(file = %self.path.display(), error = %e, "cannot watch the config file; reload with SIGHUP");
+                None
+            }
+        };
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP");
+                None
+            }
+        };
+        tracing::info!(file = %self.path.display(), "watching the config file for changes (and SIGHUP)");
+        loop {
+            tokio::select! {
+                Some(()) = events.recv() => {
+                    // Debounce: wait until the events stop for a moment, but not
+                    // forever if something keeps touching the file.
+                    let give_up = tokio::time::Instant::now() + DEBOUNCE * 10;
+                    loop {
+                        tokio::select! {
+                            more = events.recv() => if more.is_none() { break },
+                            _ = tokio::time::sleep(DEBOUNCE) => break,
+                            _ = tokio::time::sleep_until(give_up) => break,
+                        }
+                    }
+                    let _ = self.reload("file change", false).await;
+                }
+                Some(()) = recv_hup(&mut hup) => {
+                    let _ = self.reload("SIGHUP", true).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+async fn recv_hup(hup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hup {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_only_settings_keep_running_values() {
+        let running = Config::parse(
+            "listen: 127.0.0.1:1\nthreads: 2\nbackends: [{name: a, url: 'h:1'}]",
+            "t",
+        )
+        .unwrap();
+        let new = Config::parse(
+            "listen: 127.0.0.1:2\nthreads: 4\nhealth: {interval: 9s}\nbackends: [{name: b, url: 'h:2'}]",
+            "t",
+        )
+        .unwrap();
+        let (applied, pending) = keep_restart_only(&running, new);
+        assert_eq!(pending, vec!["listen", "threads"]);
+        assert_eq!(applied.listen, running.listen);
+        assert_eq!(applied.threads, 2);
+        assert_eq!(applied.health.interval, Duration::from_secs(9));
+        assert_eq!(applied.backends[0].name, "b");
+    }
+
+    #[tokio::test]
+    async fn invalid_file_keeps_the_running_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "backends: [{name: a, url: 'h:1'}]\n").unwrap();
+        let pool = Arc::new(Pool::new(Config::load(&path).unwrap()));
+        let status = Arc::new(ReloadStatus::default());
+        let r = Reloader::new(pool.clone(), path.clone(), status.clone());
+
+        std::fs::write(&path, "backends:\n  - {name: a, url: 'h:1', weight: 0}\n").unwrap();
+        let err = r.reload("test", false).await.unwrap_err().to_string();
+        assert!(err.contains("c.yaml:2:"), "{err}");
+        assert_eq!(status.failures.load(Ordering::Relaxed), 1);
+        assert!(status.last_error.load().is_some());
+        assert_eq!(pool.load().get("a").unwrap().config.weight, 1);
+
+        std::fs::write(&path, "backends: [{name: a, url: 'h:1', weight: 5}]\n").unwrap();
+        assert!(r.reload("test", false).await.unwrap());
+        assert_eq!(pool.load().get("a").unwrap().config.weight, 5);
+        assert!(status.last_error.load().is_none());
+        // Same text again: nothing to do unless forced.
+        assert!(!r.reload("test", false).await.unwrap());
+        assert!(r.reload("test", true).await.unwrap());
+    }
+}

@@ -1,0 +1,162 @@
+//! Prometheus metrics after real traffic: names, labels and the values the simulator
+//! reported in its final chunk; the JSON view and bounded model labels.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+async fn scrape(c: &Corral) -> String {
+    reqwest::get(format!("{}/metrics", admin_url(c)))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of the sample whose line starts with `prefix` (name and labels).
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_chat_shows_up_in_the_metrics() {
+    let a = start_sim(&["--models", "llama3", "--tokens-per-sec", "200"]);
+    let c = start_corral(&backends_yaml(&[&a], 2)).await;
+    wait_routable(&c, &["llama3"]).await;
+
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/chat", c.url()))
+        .json(&json!({"model": "llama3", "messages": [{"role": "user", "content": "count to ten"}]}))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(r.status(), 200);
+    let lines = read_lines(r).await.expect("stream");
+    let last: Value = serde_json::from_str(lines.last().expect("lines")).expect("final chunk");
+    assert_eq!(last["done"], true);
+    let prompt = last["prompt_eval_count"].as_u64().expect("prompt_eval_count");
+    let completion = last["eval_count"].as_u64().expect("eval_count");
+    assert!(prompt > 0 && completion > 0);
+
+    // A model nobody has is counted as `other`, not as a new label value.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/generate", c.url()))
+        .json(&json!({"model": "no-such-model-1234", "prompt": "x"}))
+        .send()
+        .await
+        .expect("generate");
+    assert_eq!(r.status(), 404);
+
+    // The request is recorded when it ends (after the client saw the last byte).
+    let text = wait_for("the chat to be counted", || async {
+        let t = scrape(&c).await;
+        t.contains(r#"corral_requests_total{backend="b0",code="200",endpoint="chat",model="llama3:latest"} 1"#)
+            .then_some(t)
+    })
+    .await;
+    let ttft = sample(
+        &text,
+        r#"corral_time_to_first_token_seconds_count{backend="b0",model="llama3:latest"}"#,
+    );
+    assert_eq!(ttft, Some(1.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"corral_tokens_total{backend="b0",kind="prompt",model="llama3:latest"}"#
+        ),
+        Some(prompt as f64),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"corral_tokens_total{backend="b0",kind="completion",model="llama3:latest"}"#
+        ),
+        Some(completion as f64),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"corral_request_duration_seconds_count{backend="b0",endpoint="chat",model="llama3:latest"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"corral_generation_tokens_per_second_count{backend="b0",model="llama3:latest"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(text.contains(r#"model="other""#), "{text}");
+    assert!(!text.contains("no-such-model"), "{text}");
+    assert_eq!(sample(&text, r#"corral_backend_up{backend="b0"}"#), Some(1.0));
+    assert_eq!(
+        sample(&text, r#"corral_backend_in_flight{backend="b0"}"#),
+        Some(0.0)
+    );
+    assert_eq!(sample(&text, r#"corral_backend_ejected{backend="b0"}"#), Some(0.0));
+    assert_eq!(sample(&text, "corral_queue_depth "), Some(0.0));
+    assert!(text.contains("corral_queue_wait_seconds_bucket"), "{text}");
+    assert!(text.contains("# TYPE corral_config_reloads_total counter"), "{text}");
+
+    // The JSON view carries the same figures.
+    let v: Value = reqwest::get(format!("{}/api/v1/metrics", admin_url(&c)))
+        .await
+        .expect("json metrics")
+        .json()
+        .await
+        .expect("json");
+    let row = v["summary"]
+        .as_array()
+        .expect("summary")
+        .iter()
+        .find(|r| r["backend"] == "b0" && r["model"] == "llama3:latest")
+        .cloned()
+        .expect("row for b0/llama3");
+    assert_eq!(row["requests"], 1);
+    assert_eq!(row["prompt_tokens"], prompt);
+    assert_eq!(row["completion_tokens"], completion);
+    assert_eq!(row["ttft_count"], 1);
+    assert!(v["families"]
+        .as_array()
+        .expect("families")
+        .iter()
+        .any(|f| f["name"] == "corral_time_to_first_token_seconds" && f["type"] == "histogram"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_loads_are_a_histogram() {
+    // The first request loads the model (not resident at start): load_duration > 100 ms.
+    let a = start_sim(&["--models", "llama3", "--load-time", "300ms", "--tokens-per-sec", "500"]);
+    let c = start_corral(&backends_yaml(&[&a], 1)).await;
+    wait_routable(&c, &["llama3"]).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/generate", c.url()))
+        .json(&json!({"model": "llama3", "prompt": "x", "stream": false}))
+        .send()
+        .await
+        .expect("generate");
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.expect("json");
+    assert!(body["load_duration"].as_u64().unwrap_or(0) > 100_000_000, "{body}");
+    let text = wait_for("the load to be counted", || async {
+        let t = scrape(&c).await;
+        t.contains("corral_model_load_duration_seconds_count").then_some(t)
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"corral_model_load_duration_seconds_count{backend="b0",model="llama3:latest"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
