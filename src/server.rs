@@ -64,10 +64,11 @@ pub fn build_from(config: Config, config_path: Option<PathBuf>) -> anyhow::Resul
         let reloader = Reloader::new(pool.clone(), path, reloads.clone());
         server.add_service(background_service("reload", reloader));
     }
-    server.add_service(background_service(
-        "admin",
-        AdminService::new(pool.clone(), queue).with_reloads(reloads),
-    ));
+    let mut admin = AdminService::new(pool.clone(), queue).with_reloads(reloads);
+    if let Some(cluster) = pool.yaml_config().cluster.clone() {
+        admin = admin.with_cluster(crate::cluster::start(&mut server, cluster, &pool));
+    }
+    server.add_service(background_service("admin", admin));
     Ok(Corral { server, pool })
 }
 

@@ -26,6 +26,8 @@ pub use views::{BackendView, ReloadView, StatusView};
 
 pub struct AdminService {
     state: AdminState,
+    /// With `cluster` configured: the cluster endpoints, and backend writes via Raft.
+    cluster: Option<crate::cluster::admin::ClusterAdmin>,
 }
 
 /// What the admin handlers read and change.
@@ -48,7 +50,14 @@ impl AdminService {
                 reloads: Arc::new(ReloadStatus::default()),
                 writes: Arc::new(tokio::sync::Mutex::new(())),
             },
+            cluster: None,
         }
+    }
+
+    /// Serves the cluster endpoints and sends backend writes through Raft.
+    pub fn with_cluster(mut self, cluster: crate::cluster::admin::ClusterAdmin) -> AdminService {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Shows the reloader's results in `/api/v1/status`.
@@ -97,7 +106,10 @@ impl BackgroundService for AdminService {
             }
         };
         tracing::info!(%addr, "admin API listening");
-        let app = Self::router(self.state.clone());
+        let mut app = Self::router(self.state.clone());
+        if let Some(cluster) = &self.cluster {
+            app = crate::cluster::admin::wrap(app, cluster.clone());
+        }
         let stop = async move {
             let _ = shutdown.changed().await;
         };

@@ -16,6 +16,9 @@ pub struct DynamicBackend {
     /// Lease end (Unix ms); `None` = stays until removed.
     #[serde(default)]
     pub expires_at_ms: Option<u64>,
+    /// Lease length, for heartbeats that give none.
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
 }
 
 /// The replicated pool: dynamic backends by name and drain flags (which may also name
@@ -38,6 +41,7 @@ impl PoolState {
                 weight,
                 max_concurrency,
                 expires_at_ms,
+                ttl_ms,
             } => {
                 let new = DynamicBackend {
                     name: name.clone(),
@@ -45,6 +49,7 @@ impl PoolState {
                     weight: *weight,
                     max_concurrency: *max_concurrency,
                     expires_at_ms: *expires_at_ms,
+                    ttl_ms: *ttl_ms,
                 };
                 let old = self.backends.insert(name.clone(), new.clone());
                 Applied {
@@ -130,6 +135,7 @@ mod tests {
             weight: 1,
             max_concurrency: 2,
             expires_at_ms: lease,
+            ttl_ms: lease.map(|_| 100),
         }
     }
 

@@ -39,6 +39,9 @@ pub enum Command {
         max_concurrency: usize,
         /// Registration lease: the backend leaves the pool after this instant (Unix ms).
         expires_at_ms: Option<u64>,
+        /// The lease length a heartbeat without its own `ttl` renews by.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
     },
     RemoveBackend {
         name: String,

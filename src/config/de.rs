@@ -70,6 +70,10 @@ pub fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     d.deserialize_u64(Positive(std::marker::PhantomData))
 }
 
+pub fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    d.deserialize_u64(Positive(std::marker::PhantomData))
+}
+
 /// The affinity load bound: a factor over the average load, at least 1.
 pub fn load_bound<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     struct BoundVisitor;

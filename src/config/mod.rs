@@ -2,9 +2,11 @@
 //! YAML. Validation happens while deserializing so that every error carries the
 //! `file:line:col` of the offending value.
 
+mod cluster;
 mod de;
 mod error;
 
+pub use cluster::{check_peer_addr, ClusterConfig};
 pub use error::ConfigError;
 
 use std::net::SocketAddr;
@@ -42,6 +44,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     #[serde(default, deserialize_with = "de::unique_backends")]
     pub backends: Vec<BackendConfig>,
+    /// Replicated pool across corral replicas (Raft); absent = a single replica.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     /// Where run-time state (backends added through the admin API, drain flags) is
     /// kept across restarts. Absent: systemd's `$STATE_DIRECTORY`, else memory only.
     #[serde(default)]

@@ -37,6 +37,7 @@ async fn state_survives_reopen() {
                 weight: 1,
                 max_concurrency: 1,
                 expires_at_ms: None,
+                ttl_ms: None,
             }),
         };
         sm.apply([entry]).await.unwrap();

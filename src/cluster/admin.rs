@@ -1,0 +1,439 @@
+//! The cluster's part of the admin API: `/api/v1/cluster/*`, and — when `cluster` is
+//! configured — backend writes (add, remove, drain, undrain, heartbeat) carried out
+//! through Raft instead of locally. A follower passes writes on to the leader; without
+//! a quorum they fail with 503 `no_quorum`. Also adds the Raft metrics to `/metrics`
+//! and takes the replica out of `/readyz` when its Raft member failed.
+
+// Handlers return the error answer itself (`Result<_, Response>`); it is built once
+// per admin call, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ClusterError;
+use super::node::ClusterSlot;
+use super::ops::Cluster;
+use super::types::{Command, Node, NodeId};
+use crate::config::BackendConfig;
+use crate::pool::Pool;
+
+/// Heartbeats of a lease registered without a `ttl` renew by this much.
+const DEFAULT_TTL: Duration = Duration::from_secs(30);
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct ClusterAdmin {
+    pub slot: Arc<ClusterSlot>,
+    pub pool: Arc<Pool>,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": message.into(), "code": code })),
+    )
+        .into_response()
+}
+
+fn cluster_error(e: ClusterError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let mut r = error(status, e.code(), e.to_string());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    r
+}
+
+impl ClusterAdmin {
+    fn member(&self) -> Result<Arc<Cluster>, Response> {
+        self.slot.get().ok_or_else(|| {
+            let why = self
+                .slot
+                .failure()
+                .unwrap_or_else(|| "the Raft member is starting".into());
+            cluster_error(ClusterError::Unavailable(why))
+        })
+    }
+
+    /// Mutating calls need the admin token when one is configured.
+    fn authorized(&self, req_auth: Option<&str>) -> Result<(), Response> {
+        let config = self.pool.yaml_config();
+        match crate::admin::auth::resolve(&config.admin) {
+            Ok(None) => Ok(()),
+            Ok(Some(t)) if crate::admin::auth::bearer_matches(&t, req_auth) => Ok(()),
+            Ok(Some(_)) => {
+                let mut r = error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing or wrong admin token (Authorization: Bearer TOKEN)",
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                Err(r)
+            }
+            Err(e) => Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("admin token unavailable: {e}"),
+            )),
+        }
+    }
+}
+
+/// Adds the cluster endpoints to the admin router and routes backend writes through Raft.
+pub fn wrap(app: Router, admin: ClusterAdmin) -> Router {
+    let cluster = Router::new()
+        .route("/api/v1/cluster/status", get(status))
+        .route("/api/v1/cluster/peers", get(peers).post(add_peer))
+        .route("/api/v1/cluster/peers/{id}", delete(remove_peer))
+        .with_state(admin.clone());
+    app.merge(cluster)
+        .layer(axum::middleware::from_fn_with_state(admin, intercept))
+}
+
+async fn status(State(a): State<ClusterAdmin>) -> Response {
+    match a.member() {
+        Ok(c) => Json(c.status()).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn peers(State(a): State<ClusterAdmin>) -> Response {
+    match a.member() {
+        Ok(c) => Json(json!({ "members": c.status().members })).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddPeer {
+    id: NodeId,
+    addr: String,
+    #[serde(default)]
+    admin_addr: Option<String>,
+}
+
+async fn add_peer(
+    State(a): State<ClusterAdmin>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Err(r) = a.authorized(auth) {
+        return r;
+    }
+    let req: AddPeer = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("{e}")),
+    };
+    if req.id == 0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "node ids start at 1",
+        );
+    }
+    let addr = match crate::config::check_peer_addr(&req.addr) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e),
+    };
+    let c = match a.member() {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let node = Node {
+        raft_addr: addr,
+        admin_addr: req.admin_addr,
+    };
+    match c.add_peer(req.id, node).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => cluster_error(e),
+    }
+}
+
+async fn remove_peer(
+    State(a): State<ClusterAdmin>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<NodeId>,
+) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Err(r) = a.authorized(auth) {
+        return r;
+    }
+    let c = match a.member() {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match c.remove_peer(id).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => cluster_error(e),
+    }
+}
+
+/// A backend write, recognised by method and path.
+enum BackendWrite {
+    Add,
+    Remove(String),
+    Drain(String),
+    Undrain(String),
+    Heartbeat(String),
+}
+
+fn classify(method: &Method, path: &str) -> Option<BackendWrite> {
+    let rest = path.strip_prefix("/api/v1/backends")?;
+    if rest.is_empty() || rest == "/" {
+        return (method == Method::POST).then_some(BackendWrite::Add);
+    }
+    let rest = rest.strip_prefix('/')?;
+    match rest.split_once('/') {
+        None if method == Method::DELETE => Some(BackendWrite::Remove(rest.to_string())),
+        Some((name, action)) if method == Method::POST => {
+            let name = name.to_string();
+            match action {
+                "drain" => Some(BackendWrite::Drain(name)),
+                "undrain" => Some(BackendWrite::Undrain(name)),
+                "heartbeat" => Some(BackendWrite::Heartbeat(name)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+async fn intercept(State(a): State<ClusterAdmin>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    if req.method() == Method::GET && path == "/readyz" {
+        if let Some(why) = a.slot.failure() {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("cluster: {why}")).into_response();
+        }
+        return next.run(req).await;
+    }
+    if req.method() == Method::GET && path == "/metrics" {
+        return with_raft_metrics(next.run(req).await).await;
+    }
+    let Some(write) = classify(req.method(), &path) else {
+        return next.run(req).await;
+    };
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Err(r) = a.authorized(auth.as_deref()) {
+        return r;
+    }
+    let body = match to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+    };
+    match backend_write(&a, write, &body).await {
+        Ok(r) => r,
+        Err(r) => r,
+    }
+}
+
+/// Appends the Raft families to the Prometheus text answer.
+async fn with_raft_metrics(resp: Response) -> Response {
+    let (parts, body) = resp.into_parts();
+    let Ok(mut bytes) = to_bytes(body, usize::MAX).await.map(|b| b.to_vec()) else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "metrics body",
+        );
+    };
+    bytes.extend_from_slice(super::metrics::render_text().as_bytes());
+    let mut resp = Response::from_parts(parts, Body::from(bytes));
+    resp.headers_mut().remove(header::CONTENT_LENGTH);
+    resp
+}
+
+fn parse_ttl(v: &Value) -> Result<Option<Duration>, String> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|s| *s > 0.0)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .map(Some)
+            .ok_or_else(|| format!("invalid ttl {n}")),
+        Value::String(s) => humantime::parse_duration(s.trim())
+            .map(Some)
+            .map_err(|e| format!("invalid ttl '{s}': {e} (e.g. 30s)")),
+        _ => Err("ttl must be a duration such as \"30s\" or a number of seconds".into()),
+    }
+}
+
+async fn backend_write(
+    a: &ClusterAdmin,
+    write: BackendWrite,
+    body: &[u8],
+) -> Result<Response, Response> {
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, "bad_request", m);
+    let yaml = a.pool.yaml_config();
+    let in_yaml = |name: &str| yaml.backends.iter().any(|b| b.name == name);
+    let c = a.member()?;
+    let now = super::unix_ms();
+    let (command, name) = match write {
+        BackendWrite::Add => {
+            let mut fields: Value =
+                serde_json::from_slice(body).map_err(|e| bad(format!("body is not JSON: {e}")))?;
+            let ttl = match fields.as_object_mut().and_then(|o| o.remove("ttl")) {
+                Some(v) => parse_ttl(&v).map_err(bad)?,
+                None => None,
+            };
+            // The same validation as a YAML entry, with the same messages.
+            let b: BackendConfig =
+                serde_json::from_value(fields).map_err(|e| bad(format!("invalid backend: {e}")))?;
+            if in_yaml(&b.name) {
+                return Err(error(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!(
+                        "backend '{}' is defined in the config file; change it there",
+                        b.name
+                    ),
+                ));
+            }
+            let ttl_ms = ttl.map(|t| t.as_millis() as u64);
+            let name = b.name.clone();
+            (
+                Command::UpsertBackend {
+                    name: b.name,
+                    url: b.url.base(),
+                    weight: b.weight,
+                    max_concurrency: b.max_concurrency,
+                    expires_at_ms: ttl_ms.map(|t| now + t),
+                    ttl_ms,
+                },
+                name,
+            )
+        }
+        BackendWrite::Remove(name) => {
+            if in_yaml(&name) {
+                return Err(error(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!("backend '{name}' is defined in the config file; remove it there"),
+                ));
+            }
+            if !c.pool().backends.contains_key(&name) {
+                return Err(unknown(&name));
+            }
+            (Command::RemoveBackend { name: name.clone() }, name)
+        }
+        BackendWrite::Drain(name) | BackendWrite::Undrain(name)
+            if !in_yaml(&name) && !c.pool().backends.contains_key(&name) =>
+        {
+            return Err(unknown(&name));
+        }
+        BackendWrite::Drain(name) => (Command::Drain { name: name.clone() }, name),
+        BackendWrite::Undrain(name) => (Command::Undrain { name: name.clone() }, name),
+        BackendWrite::Heartbeat(name) => {
+            let pool = c.pool();
+            let Some(b) = pool.backends.get(&name) else {
+                return Err(unknown(&name));
+            };
+            let given = if body.iter().all(u8::is_ascii_whitespace) {
+                None
+            } else {
+                let v: Value = serde_json::from_slice(body)
+                    .map_err(|e| bad(format!("body is not JSON: {e}")))?;
+                parse_ttl(v.get("ttl").unwrap_or(&Value::Null)).map_err(bad)?
+            };
+            let ttl = given
+                .map(|t| t.as_millis() as u64)
+                .or(b.ttl_ms)
+                .unwrap_or(DEFAULT_TTL.as_millis() as u64);
+            if b.expires_at_ms.is_none() {
+                return Ok(Json(json!({ "backend": name, "lease": null })).into_response());
+            }
+            (
+                Command::RenewLease {
+                    name: name.clone(),
+                    expires_at_ms: now + ttl,
+                },
+                name,
+            )
+        }
+    };
+    let created = matches!(command, Command::UpsertBackend { .. });
+    let applied = c.write(command).await.map_err(cluster_error)?;
+    let existed = applied
+        .get("existed")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let status = if created && !existed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let entry = c.pool().backends.get(&name).cloned();
+    Ok((
+        status,
+        Json(json!({ "backend": name, "applied": applied, "replicated": entry })),
+    )
+        .into_response())
+}
+
+fn unknown(name: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "unknown_backend",
+        format!("unknown backend '{name}'"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_backend_writes() {
+        assert!(matches!(
+            classify(&Method::POST, "/api/v1/backends"),
+            Some(BackendWrite::Add)
+        ));
+        assert!(matches!(
+            classify(&Method::DELETE, "/api/v1/backends/a"),
+            Some(BackendWrite::Remove(n)) if n == "a"
+        ));
+        assert!(matches!(
+            classify(&Method::POST, "/api/v1/backends/a/heartbeat"),
+            Some(BackendWrite::Heartbeat(n)) if n == "a"
+        ));
+        assert!(classify(&Method::GET, "/api/v1/backends").is_none());
+        assert!(classify(&Method::POST, "/api/v1/backendsx").is_none());
+    }
+
+    #[test]
+    fn ttl_accepts_seconds_and_durations() {
+        assert_eq!(parse_ttl(&json!(2)), Ok(Some(Duration::from_secs(2))));
+        assert_eq!(
+            parse_ttl(&json!("500ms")),
+            Ok(Some(Duration::from_millis(500)))
+        );
+        assert_eq!(parse_ttl(&Value::Null), Ok(None));
+        assert!(parse_ttl(&json!(0)).is_err());
+        assert!(parse_ttl(&json!("x")).is_err());
+    }
+}

@@ -1,0 +1,300 @@
+//! The running cluster member and what the admin API asks of it: pool writes (on the
+//! leader, or passed on to it), membership changes, and the status view.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::error::ClusterError;
+use super::network::{CallError, PeerHttp, FORWARD};
+use super::pool_state::PoolState;
+use super::types::{Command, Node, NodeId, Raft};
+
+/// How long a write may wait for a quorum before it fails with `no quorum`.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A new member must catch up within this time to be promoted to voter.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A call that only the leader can carry out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum Forward {
+    Write { command: Command },
+    AddPeer { id: NodeId, node: Node },
+    RemovePeer { id: NodeId },
+}
+
+/// This replica's Raft member.
+pub struct Cluster {
+    pub id: NodeId,
+    pub raft: Raft,
+    /// The Raft thread's runtime: every Raft call runs there.
+    pub rt: tokio::runtime::Handle,
+    pub http: PeerHttp,
+    pub secret: String,
+    pub pool: watch::Receiver<Arc<PoolState>>,
+}
+
+/// One member as the status shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub raft_addr: String,
+    pub admin_addr: Option<String>,
+    /// `voter` or `learner`.
+    pub role: String,
+    /// Last log index known replicated to it (leader's view; `None` elsewhere).
+    pub matched: Option<u64>,
+    /// Entries it is behind the leader's log.
+    pub lag: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub node_id: NodeId,
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub leader_admin: Option<String>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub snapshot: Option<u64>,
+    pub millis_since_quorum_ack: Option<u64>,
+    pub members: Vec<MemberView>,
+    pub healthy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Cluster {
+    /// Runs `f` on the Raft runtime, whatever runtime the caller is on.
+    async fn on_raft<T, F>(&self, f: F) -> Result<T, ClusterError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, ClusterError>> + Send + 'static,
+    {
+        self.rt
+            .spawn(f)
+            .await
+            .map_err(|e| ClusterError::Unavailable(format!("raft task failed: {e}")))?
+    }
+
+    /// Commits `command` (through the leader) and returns what applying it did.
+    pub async fn write(self: &Arc<Self>, command: Command) -> Result<Value, ClusterError> {
+        self.execute(Forward::Write { command }).await
+    }
+
+    pub async fn add_peer(self: &Arc<Self>, id: NodeId, node: Node) -> Result<Value, ClusterError> {
+        self.execute(Forward::AddPeer { id, node }).await
+    }
+
+    pub async fn remove_peer(self: &Arc<Self>, id: NodeId) -> Result<Value, ClusterError> {
+        self.execute(Forward::RemovePeer { id }).await
+    }
+
+    /// Carries out `call` here if this node leads, else passes it to the leader.
+    pub async fn execute(self: &Arc<Self>, call: Forward) -> Result<Value, ClusterError> {
+        let r = match self.execute_local(call.clone()).await {
+            Err(NotLeader(Some(leader))) => self.pass_on(&leader, call).await,
+            other => other,
+        };
+        r.map_err(|e| match e {
+            LocalError::Cluster(e) => e,
+            LocalError::NotLeader(_) => ClusterError::NoQuorum(
+                "no leader is elected (election in progress or no majority reachable)".into(),
+            ),
+        })
+    }
+
+    async fn pass_on(&self, leader: &Node, call: Forward) -> Result<Value, LocalError> {
+        let answer: Result<Result<Value, LocalError>, CallError> = self
+            .http
+            .call(
+                &leader.raft_addr,
+                FORWARD,
+                &call,
+                JOIN_TIMEOUT + WRITE_TIMEOUT,
+            )
+            .await;
+        match answer {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(LocalError::NotLeader(_))) => Err(LocalError::Cluster(ClusterError::NoQuorum(
+                "leadership is changing; retry".into(),
+            ))),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(LocalError::Cluster(ClusterError::NoQuorum(format!(
+                "the leader is unreachable: {e}"
+            )))),
+        }
+    }
+
+    /// Carries out `call` only if this node is the leader.
+    pub async fn execute_local(self: &Arc<Self>, call: Forward) -> Result<Value, LocalError> {
+        let raft = self.raft.clone();
+        let me = self.clone();
+        let out = self
+            .on_raft(async move { Ok(me.run_call(raft, call).await) })
+            .await;
+        match out {
+            Ok(r) => r,
+            Err(e) => Err(LocalError::Cluster(e)),
+        }
+    }
+
+    async fn run_call(&self, raft: Raft, call: Forward) -> Result<Value, LocalError> {
+        match call {
+            Forward::Write { command } => {
+                let r = tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(command))
+                    .await
+                    .map_err(|_| no_quorum_timeout())?
+                    .map_err(from_write_error)?;
+                Ok(serde_json::to_value(r.data).unwrap_or(Value::Null))
+            }
+            Forward::AddPeer { id, node } => {
+                let members = raft.metrics().borrow().membership_config.clone();
+                if members.membership().voter_ids().any(|v| v == id) {
+                    return Ok(serde_json::json!({ "id": id, "already_voter": true }));
+                }
+                // Learner first: it catches up without counting toward the quorum.
+                tokio::time::timeout(JOIN_TIMEOUT, raft.add_learner(id, node, true))
+                    .await
+                    .map_err(|_| {
+                        LocalError::Cluster(ClusterError::NoQuorum(format!(
+                            "node {id} did not catch up within {JOIN_TIMEOUT:?}"
+                        )))
+                    })?
+                    .map_err(from_write_error)?;
+                let r = tokio::time::timeout(
+                    WRITE_TIMEOUT,
+                    raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
+                )
+                .await
+                .map_err(|_| no_quorum_timeout())?
+                .map_err(from_write_error)?;
+                Ok(serde_json::json!({ "id": id, "log_index": r.log_id.index }))
+            }
+            Forward::RemovePeer { id } => {
+                let members = raft.metrics().borrow().membership_config.clone();
+                let m = members.membership();
+                let change = if m.voter_ids().any(|v| v == id) {
+                    if m.voter_ids().count() == 1 {
+                        return Err(LocalError::Cluster(ClusterError::Conflict(
+                            "cannot remove the last voter".into(),
+                        )));
+                    }
+                    ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+                } else if m.get_node(&id).is_some() {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+                } else {
+                    return Err(LocalError::Cluster(ClusterError::NotFound(format!(
+                        "node {id} is not a member"
+                    ))));
+                };
+                let r = tokio::time::timeout(WRITE_TIMEOUT, raft.change_membership(change, false))
+                    .await
+                    .map_err(|_| no_quorum_timeout())?
+                    .map_err(from_write_error)?;
+                Ok(serde_json::json!({ "removed": id, "log_index": r.log_id.index }))
+            }
+        }
+    }
+
+    /// Leader, term, members and (on the leader) each member's replication progress.
+    pub fn status(&self) -> StatusView {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let last_log = m.last_log_index;
+        let replication: BTreeMap<NodeId, Option<u64>> = m
+            .replication
+            .as_ref()
+            .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+            .unwrap_or_default();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let matched = if *id == m.id && m.state == ServerState::Leader {
+                    last_log
+                } else {
+                    replication.get(id).copied().flatten()
+                };
+                MemberView {
+                    id: *id,
+                    raft_addr: node.raft_addr.clone(),
+                    admin_addr: node.admin_addr.clone(),
+                    role: if voters.contains(id) {
+                        "voter"
+                    } else {
+                        "learner"
+                    }
+                    .into(),
+                    matched,
+                    lag: match (last_log, matched, m.state == ServerState::Leader) {
+                        (Some(l), Some(x), true) => Some(l.saturating_sub(x)),
+                        (Some(l), None, true) => Some(l),
+                        _ => None,
+                    },
+                }
+            })
+            .collect();
+        let leader_admin = m
+            .current_leader
+            .and_then(|l| membership.get_node(&l))
+            .and_then(|n| n.admin_addr.clone());
+        StatusView {
+            node_id: m.id,
+            state: format!("{:?}", m.state).to_lowercase(),
+            leader: m.current_leader,
+            leader_admin,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            snapshot: m.snapshot.map(|l| l.index),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            members,
+            healthy: m.running_state.is_ok(),
+            error: m.running_state.err().map(|e| e.to_string()),
+        }
+    }
+
+    /// The replicated pool as last applied here.
+    pub fn pool(&self) -> Arc<PoolState> {
+        self.pool.borrow().clone()
+    }
+}
+
+/// An outcome of a leader-only call on one node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalError {
+    /// This node does not lead; the leader it knows, if any.
+    NotLeader(Option<Node>),
+    Cluster(ClusterError),
+}
+
+use LocalError::NotLeader;
+
+fn no_quorum_timeout() -> LocalError {
+    LocalError::Cluster(ClusterError::NoQuorum(format!(
+        "not committed within {WRITE_TIMEOUT:?}: a majority of the cluster is unreachable"
+    )))
+}
+
+fn from_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> LocalError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => NotLeader(f.leader_node),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
+            openraft::error::ChangeMembershipError::InProgress(p) => {
+                LocalError::Cluster(ClusterError::ChangeInProgress(p.to_string()))
+            }
+            other => LocalError::Cluster(ClusterError::BadRequest(other.to_string())),
+        },
+        RaftError::Fatal(f) => LocalError::Cluster(ClusterError::Unavailable(f.to_string())),
+    }
+}

@@ -1,0 +1,111 @@
+//! The peer RPC server on `cluster.listen`: Raft's append/vote/snapshot RPCs and calls
+//! forwarded from followers to the leader. Every request must carry the shared secret;
+//! one that does not is refused with 401 and counted.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+
+use super::metrics;
+use super::network::{APPEND, FORWARD, SNAPSHOT, VOTE};
+use super::ops::{Cluster, Forward};
+use super::types::{NodeId, TypeConfig};
+
+/// Compares without an early exit, so the answer time does not leak the secret.
+pub fn secret_matches(expected: &str, header: Option<&str>) -> bool {
+    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    let (a, b) = (expected.as_bytes(), given.trim().as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authenticate(State(c): State<Arc<Cluster>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !secret_matches(&c.secret, given) {
+        metrics::get().rpc_refused.inc();
+        tracing::warn!(path = %req.uri().path(), "peer RPC refused: missing or wrong cluster secret");
+        return (StatusCode::UNAUTHORIZED, "missing or wrong cluster secret").into_response();
+    }
+    next.run(req).await
+}
+
+pub fn router(cluster: Arc<Cluster>) -> Router {
+    Router::new()
+        .route(APPEND, post(append))
+        .route(VOTE, post(vote))
+        .route(SNAPSHOT, post(snapshot))
+        .route(FORWARD, post(forward))
+        .layer(axum::middleware::from_fn_with_state(
+            cluster.clone(),
+            authenticate,
+        ))
+        .with_state(cluster)
+}
+
+async fn append(
+    State(c): State<Arc<Cluster>>,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> impl IntoResponse {
+    Json(c.raft.append_entries(req).await)
+}
+
+async fn vote(
+    State(c): State<Arc<Cluster>>,
+    Json(req): Json<VoteRequest<NodeId>>,
+) -> impl IntoResponse {
+    Json(c.raft.vote(req).await)
+}
+
+async fn snapshot(
+    State(c): State<Arc<Cluster>>,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> impl IntoResponse {
+    Json(c.raft.install_snapshot(req).await)
+}
+
+/// A write or membership change a follower passed on; runs only if this node leads
+/// (no second hop: a stale follower view gets a clear error instead of a loop).
+async fn forward(State(c): State<Arc<Cluster>>, Json(req): Json<Forward>) -> impl IntoResponse {
+    Json(c.execute_local(req).await)
+}
+
+/// Serves the peer RPC router on `listener` until `stop` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    cluster: Arc<Cluster>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    if let Err(e) = axum::serve(listener, router(cluster))
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "cluster RPC server stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secret_matches;
+
+    #[test]
+    fn secret_must_match_exactly() {
+        assert!(secret_matches("s3cret", Some("Bearer s3cret")));
+        assert!(!secret_matches("s3cret", Some("Bearer s3cre")));
+        assert!(!secret_matches("s3cret", Some("Bearer s3cret2")));
+        assert!(!secret_matches("s3cret", Some("s3cret")));
+        assert!(!secret_matches("s3cret", None));
+    }
+}

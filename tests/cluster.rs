@@ -1,0 +1,396 @@
+//! Three real `corral serve` replicas on loopback forming one Raft group: bootstrap and
+//! election, a backend added on a follower routed by all three, leader `kill -9` with
+//! traffic flowing, restart on the data dir, a minority that cannot commit, leases.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const SECRET: &str = "cluster-test-secret";
+
+/// The cluster's fixed parts: Raft ports and data dirs survive replica restarts.
+struct Group {
+    raft_ports: Vec<u16>,
+    data: Vec<tempfile::TempDir>,
+    replicas: Vec<Option<Corral>>,
+}
+
+impl Group {
+    fn yaml(&self, i: usize) -> String {
+        let peers: Vec<String> = self
+            .raft_ports
+            .iter()
+            .enumerate()
+            .map(|(j, p)| format!("{}: '127.0.0.1:{p}'", j + 1))
+            .collect();
+        format!(
+            "health: {{interval: 200ms}}\ncluster:\n  node_id: {}\n  listen: 127.0.0.1:{}\n  data_dir: '{}'\n  peers: {{{}}}\n  secret: {SECRET}\n",
+            i + 1,
+            self.raft_ports[i],
+            self.data[i].path().display(),
+            peers.join(", ")
+        )
+    }
+
+    async fn start(n: usize) -> Group {
+        let mut g = Group {
+            raft_ports: (0..n).map(|_| free_port()).collect(),
+            data: (0..n)
+                .map(|_| tempfile::tempdir().expect("tempdir"))
+                .collect(),
+            replicas: Vec::new(),
+        };
+        for i in 0..n {
+            let c = start_corral(&g.yaml(i)).await;
+            g.replicas.push(Some(c));
+        }
+        g
+    }
+
+    async fn restart(&mut self, i: usize) {
+        let c = start_corral(&self.yaml(i)).await;
+        self.replicas[i] = Some(c);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.replicas[i].take() {
+            c.proc.kill();
+        }
+    }
+
+    fn up(&self) -> impl Iterator<Item = (usize, &Corral)> {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+    }
+
+    fn get(&self, i: usize) -> &Corral {
+        self.replicas[i].as_ref().expect("replica is up")
+    }
+
+    /// Waits until every running replica names the same leader; returns its index.
+    async fn leader(&self) -> usize {
+        wait_for("one leader seen by every running replica", || async {
+            let mut seen = None;
+            for (_, c) in self.up() {
+                let s = c.admin("/api/v1/cluster/status").await?;
+                let l = s["leader"].as_u64()?;
+                if seen.is_some_and(|x| x != l) {
+                    return None;
+                }
+                seen = Some(l);
+            }
+            let l = seen? as usize - 1;
+            self.replicas[l].as_ref().map(|_| l)
+        })
+        .await
+    }
+
+    fn dump_logs(&self) -> String {
+        self.up()
+            .map(|(i, c)| format!("--- replica {} ---\n{}", i + 1, c.proc.log()))
+            .collect()
+    }
+}
+
+async fn admin_call(
+    c: &Corral,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}{path}", admin_url(c)))
+        .timeout(Duration::from_secs(20));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    match req.send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(e) => (0, json!({ "error": e.to_string() })),
+    }
+}
+
+async fn listed(c: &Corral, name: &str) -> bool {
+    c.admin("/api/v1/backends")
+        .await
+        .and_then(|v| v.as_array().cloned())
+        .is_some_and(|a| a.iter().any(|b| b["name"] == name))
+}
+
+/// One non-streaming generate; the backend that answered, if it succeeded.
+async fn generate(client: &reqwest::Client, c: &Corral) -> Result<String, String> {
+    let r = client
+        .post(format!("{}/api/generate", c.url()))
+        .json(&json!({"model": "llama3", "prompt": "hi", "stream": false}))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let backend = r
+        .headers()
+        .get("x-corral-backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let _ = r.bytes().await.map_err(|e| e.to_string())?;
+    if status.is_success() {
+        Ok(backend)
+    } else {
+        Err(format!("HTTP {status} from {backend}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_the_pool_and_survive_leader_loss() {
+    let sim_a = start_sim(&["--models", "llama3"]);
+    let sim_b = start_sim(&["--models", "llama3"]);
+    let mut g = Group::start(3).await;
+    let leader = g.leader().await;
+    let s = g.get(leader).admin("/api/v1/cluster/status").await.unwrap();
+    assert_eq!(s["members"].as_array().map(Vec::len), Some(3), "{s}");
+    assert_eq!(s["state"], "leader");
+
+    // A backend added on a follower is routed by all three.
+    let follower = (leader + 1) % 3;
+    let t0 = Instant::now();
+    let (status, body) = admin_call(
+        g.get(follower),
+        reqwest::Method::POST,
+        "/api/v1/backends",
+        Some(json!({"name": "dyn-a", "url": sim_a.url(), "max_concurrency": 4})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}\n{}", g.dump_logs());
+    let committed = t0.elapsed();
+    for (_, c) in g.up() {
+        wait_for("dyn-a listed everywhere", || async {
+            listed(c, "dyn-a").await.then_some(())
+        })
+        .await;
+    }
+    let visible = t0.elapsed();
+    let client = reqwest::Client::new();
+    for (_, c) in g.up() {
+        wait_for("dyn-a routed everywhere", || async {
+            (generate(&client, c).await.ok()? == "dyn-a").then_some(())
+        })
+        .await;
+    }
+    let routed = t0.elapsed();
+    eprintln!(
+        "MEASURED commit={committed:?} listed-on-all-3={visible:?} routed-by-all-3={routed:?}"
+    );
+    assert!(visible < Duration::from_secs(1), "listed after {visible:?}");
+
+    // Traffic on the survivors while the leader is killed.
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut loops = Vec::new();
+    for &i in &survivors {
+        let url = g.get(i).url();
+        let (stop, ok) = (stop.clone(), ok.clone());
+        loops.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut failures = Vec::new();
+            let deadline = Instant::now() + DEADLINE;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let r = client
+                    .post(format!("{url}/api/generate"))
+                    .json(&json!({"model": "llama3", "prompt": "hi", "stream": false}))
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => failures.push(format!("HTTP {}", r.status())),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        }));
+    }
+    let killed_at = Instant::now();
+    g.kill(leader);
+    let new_leader = g.leader().await;
+    let failover = killed_at.elapsed();
+    assert_ne!(new_leader, leader);
+    // Pool writes resume (through either survivor).
+    let writer = survivors[0];
+    let b_url = sim_b.url();
+    wait_for("a write after failover", || {
+        let c = g.get(writer);
+        let b_url = b_url.clone();
+        async move {
+            let (status, _) = admin_call(
+                c,
+                reqwest::Method::POST,
+                "/api/v1/backends",
+                Some(json!({"name": "dyn-b", "url": b_url, "max_concurrency": 4})),
+            )
+            .await;
+            (status == 201 || status == 200).then_some(())
+        }
+    })
+    .await;
+    let writes_resumed = killed_at.elapsed();
+    eprintln!("MEASURED new-leader-after={failover:?} writes-resumed-after={writes_resumed:?}");
+    for &i in &survivors {
+        let c = g.get(i);
+        wait_for("dyn-b listed on survivors", || async {
+            listed(c, "dyn-b").await.then_some(())
+        })
+        .await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        let failures = l.await.expect("request loop");
+        assert!(
+            failures.is_empty(),
+            "survivors failed requests: {failures:?}"
+        );
+    }
+    assert!(
+        ok.load(Ordering::Relaxed) > 0,
+        "no request served during failover"
+    );
+
+    // The killed replica comes back on its data dir and catches up.
+    g.restart(leader).await;
+    let back = g.get(leader);
+    wait_for("restarted replica sees dyn-b", || async {
+        listed(back, "dyn-b").await.then_some(())
+    })
+    .await;
+    let s = back.admin("/api/v1/cluster/status").await.unwrap();
+    assert!(s["leader"].as_u64().is_some(), "{s}");
+    let c = g.get(new_leader);
+    let ls = c.admin("/api/v1/cluster/status").await.unwrap();
+    let matched = wait_for("leader sees the restarted replica caught up", || async {
+        let ls = c.admin("/api/v1/cluster/status").await?;
+        let last = ls["last_log_index"].as_u64()?;
+        let m = ls["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["id"] == leader as u64 + 1)?["matched"]
+            .as_u64()?;
+        (m == last).then_some(m)
+    })
+    .await;
+    assert!(matched > 0, "{ls}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_expires_everywhere_and_a_minority_cannot_commit() {
+    let sim = start_sim(&["--models", "llama3"]);
+    let mut g = Group::start(3).await;
+    let leader = g.leader().await;
+    let (status, body) = admin_call(
+        g.get(leader),
+        reqwest::Method::POST,
+        "/api/v1/backends",
+        Some(json!({"name": "leased", "url": sim.url(), "ttl": "1500ms"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    for (_, c) in g.up() {
+        wait_for("leased listed", || async {
+            listed(c, "leased").await.then_some(())
+        })
+        .await;
+    }
+    // One heartbeat keeps it; then it lapses.
+    let (status, body) = admin_call(
+        g.get((leader + 1) % 3),
+        reqwest::Method::POST,
+        "/api/v1/backends/leased/heartbeat",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let t0 = Instant::now();
+    for (_, c) in g.up() {
+        wait_for("leased gone", || async {
+            (!listed(c, "leased").await).then_some(())
+        })
+        .await;
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1000),
+        "expired too early"
+    );
+
+    // Peer RPCs without the secret are refused and counted.
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/raft/vote", g.raft_ports[0]))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("raft port answers");
+    assert_eq!(r.status(), 401);
+    let metrics = reqwest::get(format!("{}/metrics", admin_url(g.get(0))))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("corral_raft_rpc_refused_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("corral_raft_term"), "{metrics}");
+
+    // A minority cannot commit; it heals when a peer returns.
+    let lone = leader;
+    let others: Vec<usize> = (0..3).filter(|i| *i != lone).collect();
+    for &i in &others {
+        g.kill(i);
+    }
+    let (status, body) = admin_call(
+        g.get(lone),
+        reqwest::Method::POST,
+        "/api/v1/backends",
+        Some(json!({"name": "nope", "url": sim.url()})),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "no_quorum", "{body}");
+    // The lone replica still serves the data plane (HEAD / answers locally).
+    let r = reqwest::Client::new()
+        .head(g.get(lone).url())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    g.restart(others[0]).await;
+    wait_for("a write once a majority is back", || async {
+        let (status, _) = admin_call(
+            g.get(lone),
+            reqwest::Method::POST,
+            "/api/v1/backends",
+            Some(json!({"name": "healed", "url": sim.url()})),
+        )
+        .await;
+        (status == 201 || status == 200).then_some(())
+    })
+    .await;
+    let back = g.get(others[0]);
+    wait_for("healed listed on the returning replica", || async {
+        listed(back, "healed").await.then_some(())
+    })
+    .await;
+}
