@@ -36,6 +36,21 @@ enum Command {
     },
     /// Run one simulated Ollama server.
     Sim(corral::sim::SimArgs),
+    /// Show this replica's status (admin API).
+    Status(corral::cli::ViewArgs),
+    /// List the backends with health, drain state and in-flight requests.
+    Backends(corral::cli::ViewArgs),
+    /// Requests, time to first token and tokens per backend and model.
+    Metrics(corral::cli::ViewArgs),
+    /// Add, remove, drain or undrain a backend at run time.
+    #[command(subcommand)]
+    Backend(corral::cli::BackendCmd),
+    /// Maintenance mode of this replica.
+    #[command(subcommand)]
+    Serving(corral::cli::ServingCmd),
+    /// The replicated pool's Raft group: status, peers, add-peer, remove-peer.
+    #[command(subcommand)]
+    Cluster(corral::cluster::cli::ClusterCmd),
     /// Run three simulated Ollama servers behind corral, in one process.
     Demo {
         /// Where the demo's Ollama endpoint listens.
@@ -66,6 +81,12 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Sim(args) => run_async(corral::sim::run(args)),
         Command::Demo { listen } => corral::demo::run(listen),
+        Command::Status(a) => client(corral::cli::show(corral::cli::View::Status, a)),
+        Command::Backends(a) => client(corral::cli::show(corral::cli::View::Backends, a)),
+        Command::Metrics(a) => client(corral::cli::show(corral::cli::View::Metrics, a)),
+        Command::Backend(cmd) => client(corral::cli::backend(cmd)),
+        Command::Serving(cmd) => client(corral::cli::serving(cmd)),
+        Command::Cluster(cmd) => client(corral::cluster::cli::run(cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -91,6 +112,13 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         config.routing.strategy.as_str()
     );
     Ok(())
+}
+
+/// Runs a client subcommand; its error is already the one line to print.
+fn client(
+    fut: impl std::future::Future<Output = Result<(), corral::cli::CliError>>,
+) -> anyhow::Result<()> {
+    run_async(async { fut.await.map_err(anyhow::Error::from) })
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {

@@ -31,7 +31,9 @@ async fn a_streamed_chat_shows_up_in_the_metrics() {
 
     let r = reqwest::Client::new()
         .post(format!("{}/api/chat", c.url()))
-        .json(&json!({"model": "llama3", "messages": [{"role": "user", "content": "count to ten"}]}))
+        .json(
+            &json!({"model": "llama3", "messages": [{"role": "user", "content": "count to ten"}]}),
+        )
         .send()
         .await
         .expect("chat");
@@ -39,7 +41,9 @@ async fn a_streamed_chat_shows_up_in_the_metrics() {
     let lines = read_lines(r).await.expect("stream");
     let last: Value = serde_json::from_str(lines.last().expect("lines")).expect("final chunk");
     assert_eq!(last["done"], true);
-    let prompt = last["prompt_eval_count"].as_u64().expect("prompt_eval_count");
+    let prompt = last["prompt_eval_count"]
+        .as_u64()
+        .expect("prompt_eval_count");
     let completion = last["eval_count"].as_u64().expect("eval_count");
     assert!(prompt > 0 && completion > 0);
 
@@ -96,15 +100,24 @@ async fn a_streamed_chat_shows_up_in_the_metrics() {
     );
     assert!(text.contains(r#"model="other""#), "{text}");
     assert!(!text.contains("no-such-model"), "{text}");
-    assert_eq!(sample(&text, r#"corral_backend_up{backend="b0"}"#), Some(1.0));
+    assert_eq!(
+        sample(&text, r#"corral_backend_up{backend="b0"}"#),
+        Some(1.0)
+    );
     assert_eq!(
         sample(&text, r#"corral_backend_in_flight{backend="b0"}"#),
         Some(0.0)
     );
-    assert_eq!(sample(&text, r#"corral_backend_ejected{backend="b0"}"#), Some(0.0));
+    assert_eq!(
+        sample(&text, r#"corral_backend_ejected{backend="b0"}"#),
+        Some(0.0)
+    );
     assert_eq!(sample(&text, "corral_queue_depth "), Some(0.0));
     assert!(text.contains("corral_queue_wait_seconds_bucket"), "{text}");
-    assert!(text.contains("# TYPE corral_config_reloads_total counter"), "{text}");
+    assert!(
+        text.contains("# TYPE corral_config_reloads_total counter"),
+        "{text}"
+    );
 
     // The JSON view carries the same figures.
     let v: Value = reqwest::get(format!("{}/api/v1/metrics", admin_url(&c)))
@@ -134,7 +147,14 @@ async fn a_streamed_chat_shows_up_in_the_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_loads_are_a_histogram() {
     // The first request loads the model (not resident at start): load_duration > 100 ms.
-    let a = start_sim(&["--models", "llama3", "--load-time", "300ms", "--tokens-per-sec", "500"]);
+    let a = start_sim(&[
+        "--models",
+        "llama3",
+        "--load-time",
+        "300ms",
+        "--tokens-per-sec",
+        "500",
+    ]);
     let c = start_corral(&backends_yaml(&[&a], 1)).await;
     wait_routable(&c, &["llama3"]).await;
     let r = reqwest::Client::new()
@@ -145,10 +165,14 @@ async fn cold_loads_are_a_histogram() {
         .expect("generate");
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.expect("json");
-    assert!(body["load_duration"].as_u64().unwrap_or(0) > 100_000_000, "{body}");
+    assert!(
+        body["load_duration"].as_u64().unwrap_or(0) > 100_000_000,
+        "{body}"
+    );
     let text = wait_for("the load to be counted", || async {
         let t = scrape(&c).await;
-        t.contains("corral_model_load_duration_seconds_count").then_some(t)
+        t.contains("corral_model_load_duration_seconds_count")
+            .then_some(t)
     })
     .await;
     assert_eq!(

@@ -1,0 +1,112 @@
+//! The admin API over HTTP, with errors turned into one line an operator can act on.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use super::ClientOpts;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot reach the admin API at {url}: {why} (is corral running? see --api-url)")]
+    Unreachable { url: String, why: String },
+    #[error("unauthorized: missing or wrong admin token (--token or CORRAL_ADMIN_TOKEN)")]
+    Unauthorized,
+    /// The API's own error message (unknown backend, conflict, bad request ...).
+    #[error("{0}")]
+    Api(String),
+    #[error("unexpected answer from the admin API: {0}")]
+    Unexpected(String),
+}
+
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl AdminClient {
+    pub fn new(opts: &ClientOpts) -> Result<AdminClient, CliError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| CliError::Unexpected(e.to_string()))?;
+        let base = opts.api_url.trim_end_matches('/');
+        let base = if base.contains("://") {
+            base.to_string()
+        } else {
+            format!("http://{base}")
+        };
+        Ok(AdminClient {
+            http,
+            base,
+            token: opts.token.clone().filter(|t| !t.is_empty()),
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+        self.call(Method::POST, path, body).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, CliError> {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, CliError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| CliError::Unreachable {
+            url: self.base.clone(),
+            why: reason(&e),
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| CliError::Unreachable {
+            url: self.base.clone(),
+            why: reason(&e),
+        })?;
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(CliError::Unauthorized);
+        }
+        let value: Option<Value> = serde_json::from_str(&text).ok();
+        if !status.is_success() {
+            let msg = value
+                .as_ref()
+                .and_then(|v| v["error"].as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{status}: {}", text.trim()));
+            return Err(CliError::Api(msg));
+        }
+        value.ok_or_else(|| CliError::Unexpected(format!("{path} did not answer JSON")))
+    }
+}
+
+/// The innermost cause: "Connection refused (os error 111)" rather than a URL chain.
+fn reason(e: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    let mut last = e.to_string();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        last
+    }
+}

@@ -1,0 +1,266 @@
+//! Client subcommands that talk to a running corral's admin API: `status`, `backends`,
+//! `metrics` (tables, `--json`, `--watch`), `backend add|remove|drain|undrain` and
+//! `serving enable|disable`. Each prints one clear line on stderr and exits non-zero
+//! when the server is not running, the token is wrong or the backend is unknown.
+
+mod client;
+mod render;
+
+pub use client::{AdminClient, CliError};
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::admin::{BackendView, StatusView};
+use crate::metrics::MetricsView;
+
+/// Where the admin API is and how to talk to it; accepted after any client subcommand.
+#[derive(Args, Debug, Clone)]
+pub struct ClientOpts {
+    /// Base URL of the admin API.
+    #[arg(long, env = "CORRAL_API_URL", default_value = "http://127.0.0.1:11435")]
+    pub api_url: String,
+    /// Admin token for mutating calls (sent as a bearer token).
+    #[arg(long, env = "CORRAL_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of the read-only views.
+#[derive(Args, Debug, Clone)]
+pub struct ViewArgs {
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// Redraw every `--interval` seconds until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between redraws with `--watch`.
+    #[arg(long, default_value_t = 2.0)]
+    pub interval: f64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackendCmd {
+    /// Add a backend at run time (kept across restarts), or update one added earlier.
+    Add {
+        name: String,
+        /// The box's address, e.g. http://10.0.0.13:11434.
+        url: String,
+        #[arg(long)]
+        weight: Option<u32>,
+        /// The box's OLLAMA_NUM_PARALLEL.
+        #[arg(long)]
+        max_concurrency: Option<usize>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Remove a backend added at run time; its in-flight requests finish.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Stop sending new requests to a backend; in-flight ones finish.
+    Drain {
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Send requests to a drained backend again.
+    Undrain {
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServingCmd {
+    /// Take proxied requests again.
+    Enable {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Maintenance mode: /readyz fails and new proxied requests get 503 + Retry-After
+    /// while in-flight streams finish.
+    Disable {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+/// Which read-only view to show.
+#[derive(Debug, Clone, Copy)]
+pub enum View {
+    Status,
+    Backends,
+    Metrics,
+}
+
+/// Shows a view once, or keeps redrawing it with `--watch`.
+pub async fn show(view: View, args: ViewArgs) -> Result<(), CliError> {
+    let client = AdminClient::new(&args.client)?;
+    let interval = Duration::from_secs_f64(args.interval.max(0.1));
+    loop {
+        let text = render_view(&client, view, args.client.json).await?;
+        if args.watch && !args.client.json {
+            // Clear the screen and home the cursor, like `watch`.
+            print!("\x1b[2J\x1b[H");
+        }
+        println!("{text}");
+        if !args.watch {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn render_view(client: &AdminClient, view: View, json: bool) -> Result<String, CliError> {
+    let path = match view {
+        View::Status => "/api/v1/status",
+        View::Backends => "/api/v1/backends",
+        View::Metrics => "/api/v1/metrics",
+    };
+    let value = client.get(path).await?;
+    if json {
+        // One document per line so `--watch --json` output is JSON lines.
+        return Ok(value.to_string());
+    }
+    let bad = |e: serde_json::Error| CliError::Unexpected(format!("{path}: {e}"));
+    Ok(match view {
+        View::Status => render::status(&serde_json::from_value::<StatusView>(value).map_err(bad)?),
+        View::Backends => {
+            render::backends(&serde_json::from_value::<Vec<BackendView>>(value).map_err(bad)?)
+        }
+        View::Metrics => {
+            render::metrics(&serde_json::from_value::<MetricsView>(value).map_err(bad)?)
+        }
+    })
+}
+
+/// Runs `corral backend ...`.
+pub async fn backend(cmd: BackendCmd) -> Result<(), CliError> {
+    let (client_opts, result) = match cmd {
+        BackendCmd::Add {
+            name,
+            url,
+            weight,
+            max_concurrency,
+            client,
+        } => {
+            let mut body = json!({ "name": name, "url": url });
+            if let Some(w) = weight {
+                body["weight"] = json!(w);
+            }
+            if let Some(m) = max_concurrency {
+                body["max_concurrency"] = json!(m);
+            }
+            let c = AdminClient::new(&client)?;
+            let r = c.post("/api/v1/backends", Some(body)).await;
+            (
+                client,
+                r.map(|v| done(&v, &format!("backend '{name}' added"))),
+            )
+        }
+        BackendCmd::Remove { name, client } => {
+            let c = AdminClient::new(&client)?;
+            let r = c.delete(&format!("/api/v1/backends/{}", seg(&name))).await;
+            let msg = |v: &Value| {
+                format!(
+                    "backend '{name}' removed ({} in flight finishing)",
+                    v["in_flight"].as_u64().unwrap_or(0)
+                )
+            };
+            (client, r.map(|v| done(&v, &msg(&v))))
+        }
+        BackendCmd::Drain { name, client } => {
+            let c = AdminClient::new(&client)?;
+            let r = c
+                .post(&format!("/api/v1/backends/{}/drain", seg(&name)), None)
+                .await;
+            let msg = |v: &Value| {
+                format!(
+                    "backend '{name}' draining ({} in flight finishing)",
+                    v["backend"]["in_flight"].as_u64().unwrap_or(0)
+                )
+            };
+            (client, r.map(|v| done(&v, &msg(&v))))
+        }
+        BackendCmd::Undrain { name, client } => {
+            let c = AdminClient::new(&client)?;
+            let r = c
+                .post(&format!("/api/v1/backends/{}/undrain", seg(&name)), None)
+                .await;
+            (
+                client,
+                r.map(|v| done(&v, &format!("backend '{name}' takes requests again"))),
+            )
+        }
+    };
+    print_result(&client_opts, result?);
+    Ok(())
+}
+
+/// Runs `corral serving enable|disable`.
+pub async fn serving(cmd: ServingCmd) -> Result<(), CliError> {
+    let (client, on) = match cmd {
+        ServingCmd::Enable { client } => (client, true),
+        ServingCmd::Disable { client } => (client, false),
+    };
+    let c = AdminClient::new(&client)?;
+    let path = if on {
+        "/api/v1/serving/enable"
+    } else {
+        "/api/v1/serving/disable"
+    };
+    let v = c.post(path, None).await?;
+    let msg = if on {
+        "serving enabled"
+    } else {
+        "serving disabled: /readyz fails and new requests get 503 until `corral serving enable`"
+    };
+    print_result(&client, done(&v, msg));
+    Ok(())
+}
+
+/// A result: the API's JSON and the line a human reads.
+struct Done {
+    json: Value,
+    line: String,
+}
+
+fn done(v: &Value, line: &str) -> Done {
+    let mut line = line.to_string();
+    if v["persisted"] == json!(false) {
+        line.push_str(" (not persisted: no state_dir configured)");
+    }
+    Done {
+        json: v.clone(),
+        line,
+    }
+}
+
+fn print_result(opts: &ClientOpts, d: Done) {
+    if opts.json {
+        println!("{}", d.json);
+    } else {
+        println!("{}", d.line);
+    }
+}
+
+/// A backend name as one URL path segment.
+fn seg(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
