@@ -558,6 +558,26 @@ mod tests {
     }
 
     #[test]
+    fn the_grafana_dashboard_uses_only_these_names() {
+        let dash = include_str!("../conf/grafana-dashboard.json");
+        let src = include_str!("metrics.rs");
+        let mut seen = 0;
+        for (i, _) in dash.match_indices("corral_") {
+            let name: String = dash[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(src.contains(&format!("\"{base}\"")), "{base} is not defined here");
+            seen += 1;
+        }
+        assert!(seen > 10);
+    }
+
+    #[test]
     fn code_labels() {
         assert_eq!(code_label(200), "200");
         assert_eq!(code_label(0), "0");
