@@ -15,6 +15,8 @@ const SECRET: &str = "cluster-test-secret";
 
 /// The cluster's fixed parts: Raft ports and data dirs survive replica restarts.
 struct Group {
+    /// Voters named in the first replicas' `peers` (later ones join with add-peer).
+    initial: usize,
     raft_ports: Vec<u16>,
     data: Vec<tempfile::TempDir>,
     replicas: Vec<Option<Corral>>,
@@ -22,8 +24,14 @@ struct Group {
 
 impl Group {
     fn yaml(&self, i: usize) -> String {
-        let peers: Vec<String> = self
-            .raft_ports
+        // A joining replica lists the members and itself; its lowest peer id is not its
+        // own, so it never initializes a group of its own.
+        let known = if i < self.initial {
+            self.initial
+        } else {
+            i + 1
+        };
+        let peers: Vec<String> = self.raft_ports[..known]
             .iter()
             .enumerate()
             .map(|(j, p)| format!("{}: '127.0.0.1:{p}'", j + 1))
@@ -38,16 +46,22 @@ impl Group {
     }
 
     async fn start(n: usize) -> Group {
+        Self::start_with_spares(n, 0).await
+    }
+
+    /// `n` replicas running; `spares` more have ports and data dirs but are not started.
+    async fn start_with_spares(n: usize, spares: usize) -> Group {
+        let total = n + spares;
         let mut g = Group {
-            raft_ports: (0..n).map(|_| free_port()).collect(),
-            data: (0..n)
+            initial: n,
+            raft_ports: (0..total).map(|_| free_port()).collect(),
+            data: (0..total)
                 .map(|_| tempfile::tempdir().expect("tempdir"))
                 .collect(),
-            replicas: Vec::new(),
+            replicas: (0..total).map(|_| None).collect(),
         };
         for i in 0..n {
-            let c = start_corral(&g.yaml(i)).await;
-            g.replicas.push(Some(c));
+            g.replicas[i] = Some(start_corral(&g.yaml(i)).await);
         }
         g
     }
@@ -393,4 +407,81 @@ async fn a_lease_expires_everywhere_and_a_minority_cannot_commit() {
         listed(back, "healed").await.then_some(())
     })
     .await;
+}
+
+/// Runs the `corral` binary; returns (exit ok, stdout, stderr).
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run corral");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_joins_and_leaves_through_the_cli() {
+    let sim = start_sim(&["--models", "llama3"]);
+    let mut g = Group::start_with_spares(3, 1).await;
+    let leader = g.leader().await;
+    let (status, body) = admin_call(
+        g.get(leader),
+        reqwest::Method::POST,
+        "/api/v1/backends",
+        Some(json!({"name": "before-join", "url": sim.url()})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    g.restart(3).await;
+    let follower = admin_url(g.get((leader + 1) % 3));
+    let addr = format!("127.0.0.1:{}", g.raft_ports[3]);
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        cli(&["cluster", "add-peer", "4", &addr, "--api-url", &follower])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "add-peer failed: {out} {err}\n{}", g.dump_logs());
+    let joined = g.get(3);
+    wait_for("the new replica has the pool", || async {
+        listed(joined, "before-join").await.then_some(())
+    })
+    .await;
+    let s = g.get(leader).admin("/api/v1/cluster/status").await.unwrap();
+    let voters = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "voter")
+        .count();
+    assert_eq!(voters, 4, "{s}");
+    let leader_api = admin_url(g.get(leader));
+    let api = leader_api.clone();
+    let (ok, out, err) =
+        tokio::task::spawn_blocking(move || cli(&["cluster", "status", "--api-url", &api]))
+            .await
+            .unwrap();
+    assert!(
+        ok && out.contains("leader") && out.contains("voter"),
+        "{out} {err}"
+    );
+
+    let api = leader_api.clone();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        cli(&["cluster", "remove-peer", "4", "--api-url", &api])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "remove-peer failed: {out} {err}");
+    let s = g.get(leader).admin("/api/v1/cluster/peers").await.unwrap();
+    assert_eq!(s["members"].as_array().map(Vec::len), Some(3), "{s}");
+    let api = leader_api.clone();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        cli(&["cluster", "remove-peer", "9", "--api-url", &api])
+    })
+    .await
+    .unwrap();
+    assert!(!ok && err.contains("not a member"), "{err}");
 }

@@ -376,23 +376,64 @@ async fn backend_write(
             )
         }
     };
-    let created = matches!(command, Command::UpsertBackend { .. });
+    let kind = Kind::of(&command);
+    let in_flight = a.pool.load().get(&name).map_or(0, |b| b.state.in_flight());
     let applied = c.write(command).await.map_err(cluster_error)?;
     let existed = applied
         .get("existed")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let status = if created && !existed {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    // The answer mirrors the single-replica API's, plus what the cluster applied.
+    let view = || {
+        a.pool
+            .load()
+            .get(&name)
+            .map(|b| serde_json::to_value(crate::admin::BackendView::of(b)).unwrap_or(Value::Null))
+            .unwrap_or_else(|| json!({ "name": name }))
     };
-    let entry = c.pool().backends.get(&name).cloned();
-    Ok((
-        status,
-        Json(json!({ "backend": name, "applied": applied, "replicated": entry })),
-    )
-        .into_response())
+    let (status, body) = match kind {
+        Kind::Upsert => (
+            if existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            },
+            json!({ "backend": view(), "created": !existed, "replicated": true, "applied": applied }),
+        ),
+        Kind::Remove => (
+            StatusCode::OK,
+            json!({ "removed": name, "in_flight": in_flight, "replicated": true }),
+        ),
+        Kind::Drain(on) => {
+            let mut v = view();
+            v["draining"] = json!(on);
+            (StatusCode::OK, json!({ "backend": v, "replicated": true }))
+        }
+        Kind::Renew(until) => (
+            StatusCode::OK,
+            json!({ "backend": name, "expires_at_ms": until, "replicated": true }),
+        ),
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+enum Kind {
+    Upsert,
+    Remove,
+    Drain(bool),
+    Renew(u64),
+}
+
+impl Kind {
+    fn of(c: &Command) -> Kind {
+        match c {
+            Command::UpsertBackend { .. } => Kind::Upsert,
+            Command::RemoveBackend { .. } | Command::ExpireLeases { .. } => Kind::Remove,
+            Command::Drain { .. } => Kind::Drain(true),
+            Command::Undrain { .. } => Kind::Drain(false),
+            Command::RenewLease { expires_at_ms, .. } => Kind::Renew(*expires_at_ms),
+        }
+    }
 }
 
 fn unknown(name: &str) -> Response {

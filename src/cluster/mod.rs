@@ -6,6 +6,7 @@
 //! `publish` feeds applied changes to the routing table, `ops` serves the admin API.
 
 pub mod admin;
+pub mod cli;
 pub mod error;
 pub mod metrics;
 pub mod network;
