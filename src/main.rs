@@ -42,7 +42,7 @@ enum Command {
     Backends(corral::cli::ViewArgs),
     /// Requests, time to first token and tokens per backend and model.
     Metrics(corral::cli::ViewArgs),
-    /// Add, remove, drain or undrain a backend at run time.
+    /// Add, remove, drain, undrain or heartbeat a backend at run time.
     #[command(subcommand)]
     Backend(corral::cli::BackendCmd),
     /// Maintenance mode of this replica.

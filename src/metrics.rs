@@ -571,7 +571,10 @@ mod tests {
                 .iter()
                 .find_map(|s| name.strip_suffix(s))
                 .unwrap_or(&name);
-            assert!(src.contains(&format!("\"{base}\"")), "{base} is not defined here");
+            assert!(
+                src.contains(&format!("\"{base}\"")),
+                "{base} is not defined here"
+            );
             seen += 1;
         }
         assert!(seen > 10);

@@ -195,6 +195,13 @@ async fn backend_and_serving_commands() {
     assert!(err.contains("defined in the config file"), "{err}");
     let err = fails(&api, &["backend", "add", "x", "ftp://h"], &[]).await;
     assert!(err.contains("unsupported scheme"), "{err}");
+    // Leases belong to the replicated pool; a single replica says so.
+    let err = fails(&api, &["backend", "add", "x", &b_url, "--ttl", "30s"], &[]).await;
+    assert!(err.contains("need the cluster"), "{err}");
+    let err = fails(&api, &["backend", "heartbeat", "b0"], &[]).await;
+    assert!(err.contains("need the cluster"), "{err}");
+    let err = fails(&api, &["backend", "heartbeat", "nope"], &[]).await;
+    assert_eq!(err, "corral: unknown backend 'nope'");
 
     let out = ok(&api, &["serving", "disable"]).await;
     assert!(out.contains("serving disabled"), "{out}");

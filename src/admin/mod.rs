@@ -75,6 +75,7 @@ impl AdminService {
             )
             .route("/api/v1/backends/{name}/drain", post(write::drain))
             .route("/api/v1/backends/{name}/undrain", post(write::undrain))
+            .route("/api/v1/backends/{name}/heartbeat", post(write::heartbeat))
             .route("/api/v1/serving/enable", post(write::serving_enable))
             .route("/api/v1/serving/disable", post(write::serving_disable))
             .route_layer(axum::middleware::from_fn_with_state(

@@ -82,9 +82,7 @@ pub async fn add_backend(
         .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
     if let Some(obj) = fields.as_object_mut() {
         if obj.remove("ttl").is_some_and(|t| !t.is_null()) {
-            return Err(ApiError::bad_request(
-                "ttl is not supported yet: run-time backends stay until removed",
-            ));
+            return Err(no_leases());
         }
     }
     // The same validation as a YAML entry, with the same messages.
@@ -206,4 +204,24 @@ pub async fn serving_enable(State(s): State<AdminState>) -> Json<Value> {
 /// `POST /api/v1/serving/disable`: maintenance mode for this replica.
 pub async fn serving_disable(State(s): State<AdminState>) -> Json<Value> {
     set_serving(&s, false)
+}
+
+/// Leases (ttl, heartbeat) expire by a clock every replica must agree on: they live in
+/// the replicated pool, so a single replica refuses them instead of half-honouring them.
+fn no_leases() -> ApiError {
+    ApiError::bad_request(
+        "ttl and heartbeat need the cluster (configure `cluster:`); \
+         without it run-time backends stay until removed",
+    )
+}
+
+/// `POST /api/v1/backends/{name}/heartbeat` on a single replica.
+pub async fn heartbeat(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if s.pool.load().get(&name).is_none() {
+        return Err(ApiError::unknown_backend(&name));
+    }
+    Err(no_leases())
 }

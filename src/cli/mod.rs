@@ -55,6 +55,16 @@ pub enum BackendCmd {
         /// The box's OLLAMA_NUM_PARALLEL.
         #[arg(long)]
         max_concurrency: Option<usize>,
+        /// Registration lease (e.g. 30s): the backend goes away unless `heartbeat`
+        /// renews it in time. Needs a cluster.
+        #[arg(long)]
+        ttl: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Renew a backend's registration lease.
+    Heartbeat {
+        name: String,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -153,6 +163,7 @@ pub async fn backend(cmd: BackendCmd) -> Result<(), CliError> {
             url,
             weight,
             max_concurrency,
+            ttl,
             client,
         } => {
             let mut body = json!({ "name": name, "url": url });
@@ -161,6 +172,9 @@ pub async fn backend(cmd: BackendCmd) -> Result<(), CliError> {
             }
             if let Some(m) = max_concurrency {
                 body["max_concurrency"] = json!(m);
+            }
+            if let Some(t) = ttl {
+                body["ttl"] = json!(t);
             }
             let c = AdminClient::new(&client)?;
             let r = c.post("/api/v1/backends", Some(body)).await;
@@ -192,6 +206,16 @@ pub async fn backend(cmd: BackendCmd) -> Result<(), CliError> {
                 )
             };
             (client, r.map(|v| done(&v, &msg(&v))))
+        }
+        BackendCmd::Heartbeat { name, client } => {
+            let c = AdminClient::new(&client)?;
+            let r = c
+                .post(&format!("/api/v1/backends/{}/heartbeat", seg(&name)), None)
+                .await;
+            (
+                client,
+                r.map(|v| done(&v, &format!("backend '{name}' lease renewed"))),
+            )
         }
         BackendCmd::Undrain { name, client } => {
             let c = AdminClient::new(&client)?;
