@@ -485,3 +485,91 @@ async fn a_replica_joins_and_leaves_through_the_cli() {
     .unwrap();
     assert!(!ok && err.contains("not a member"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_failure_takes_the_replica_out_of_readyz() {
+    let sim = start_sim(&["--models", "llama3"]);
+    // The data dir is a regular file: the Raft store cannot be opened.
+    let not_a_dir = tempfile::NamedTempFile::new().expect("temp file");
+    let port = free_port();
+    let yaml = format!(
+        "health: {{interval: 200ms}}\nbackends:\n  - {{name: b0, url: '{}'}}\ncluster:\n  node_id: 1\n  listen: 127.0.0.1:{port}\n  data_dir: '{}'\n  peers: {{1: '127.0.0.1:{port}'}}\n  secret: {SECRET}\n",
+        sim.url(),
+        not_a_dir.path().display()
+    );
+    let c = start_corral(&yaml).await;
+    c.wait_healthy(1).await;
+    let url = format!("{}/readyz", admin_url(&c));
+    let (status, text) = wait_for("readyz to report the storage failure", || async {
+        let r = reqwest::get(&url).await.ok()?;
+        let status = r.status().as_u16();
+        let text = r.text().await.ok()?;
+        text.contains("cluster").then_some((status, text))
+    })
+    .await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("Raft storage"), "{text}");
+    // The data plane still serves the YAML backends.
+    let r = generate(&reqwest::Client::new(), &c).await;
+    assert_eq!(r.as_deref(), Ok("b0"));
+    // Writes fail clearly.
+    let (status, body) = admin_call(
+        &c,
+        reqwest::Method::POST,
+        "/api/v1/backends",
+        Some(json!({"name": "x", "url": sim.url()})),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "cluster_unavailable", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_cluster_drains_through_raft() {
+    let sim = start_sim(&["--models", "llama3"]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let yaml = format!(
+        "health: {{interval: 200ms}}\nbackends:\n  - {{name: b0, url: '{}'}}\ncluster:\n  node_id: 1\n  listen: 127.0.0.1:{port}\n  data_dir: '{}'\n  peers: {{1: '127.0.0.1:{port}'}}\n  secret: {SECRET}\n",
+        sim.url(),
+        data.path().display()
+    );
+    let c = start_corral(&yaml).await;
+    c.wait_healthy(1).await;
+    wait_for("leader", || async {
+        let s = c.admin("/api/v1/cluster/status").await?;
+        (s["state"] == "leader").then_some(())
+    })
+    .await;
+    // A YAML backend can be drained cluster-wide; the flag survives a restart.
+    let (status, body) =
+        admin_call(&c, reqwest::Method::POST, "/api/v1/backends/b0/drain", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["backend"]["draining"], true, "{body}");
+    assert_eq!(drained(&c, "b0").await, Some(true));
+    drop(c);
+    let c = start_corral(&yaml).await;
+    wait_for("drain flag restored from the Raft data dir", || async {
+        drained(&c, "b0").await.filter(|d| *d).map(|_| ())
+    })
+    .await;
+    let (status, body) = admin_call(
+        &c,
+        reqwest::Method::POST,
+        "/api/v1/backends/b0/undrain",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(drained(&c, "b0").await, Some(false));
+}
+
+/// Whether backend `name` is drained, per this replica's admin API.
+async fn drained(c: &Corral, name: &str) -> Option<bool> {
+    c.admin("/api/v1/backends")
+        .await?
+        .as_array()?
+        .iter()
+        .find(|b| b["name"] == name)
+        .map(|b| b["draining"] == true)
+}

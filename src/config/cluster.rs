@@ -10,8 +10,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "RawCluster")]
+#[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub node_id: u64,
     /// Where peer Raft RPCs are served.
@@ -34,6 +33,25 @@ impl ClusterConfig {
     /// The one node that initializes a new cluster: the lowest id.
     pub fn bootstrapper(&self) -> u64 {
         self.peers.keys().next().copied().unwrap_or(self.node_id)
+    }
+}
+
+// Checked inside the mapping's visitor so that a cross-field error (own id missing
+// from `peers`) is reported at the `cluster:` mapping rather than the file's start.
+impl<'de> Deserialize<'de> for ClusterConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ClusterConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("the cluster section (node_id, listen, data_dir, peers, secret)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ClusterConfig, A::Error> {
+                let raw = RawCluster::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                ClusterConfig::try_from(raw).map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
@@ -75,22 +93,22 @@ impl TryFrom<RawCluster> for ClusterConfig {
     fn try_from(r: RawCluster) -> Result<Self, String> {
         if !r.peers.contains_key(&r.node_id) {
             return Err(format!(
-                "cluster.peers must list this node's own id {} (with its cluster.listen address)",
+                "peers must list this node's own id {} (with its cluster.listen address)",
                 r.node_id
             ));
         }
         let secret = expand_env(&r.secret)?;
         if secret.len() < 8 {
-            return Err("cluster.secret must be at least 8 characters".into());
+            return Err("secret must be at least 8 characters".into());
         }
         if r.heartbeat.is_zero() || r.election_timeout <= r.heartbeat * 2 {
             return Err(format!(
-                "cluster.election_timeout ({:?}) must exceed twice the heartbeat ({:?})",
+                "election_timeout ({:?}) must exceed twice the heartbeat ({:?})",
                 r.election_timeout, r.heartbeat
             ));
         }
         if r.data_dir.as_os_str().is_empty() {
-            return Err("cluster.data_dir must not be empty".into());
+            return Err("data_dir must not be empty".into());
         }
         Ok(ClusterConfig {
             node_id: r.node_id,
@@ -111,7 +129,7 @@ fn expand_env(raw: &str) -> Result<String, String> {
     match raw.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
         Some(var) => std::env::var(var)
             .map(|v| v.trim().to_string())
-            .map_err(|_| format!("cluster.secret names ${{{var}}}, which is not set")),
+            .map_err(|_| format!("secret names ${{{var}}}, which is not set")),
         None => Ok(raw.to_string()),
     }
 }
@@ -147,7 +165,7 @@ fn peers<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, String>, D::Er
                 }
             }
             if out.is_empty() {
-                return Err(de::Error::custom("cluster.peers needs at least one node"));
+                return Err(de::Error::custom("at least one node is needed"));
             }
             Ok(out)
         }
