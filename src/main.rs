@@ -16,7 +16,7 @@ use corral::config::Config;
 )]
 struct Cli {
     /// Log as JSON lines instead of text.
-    #[arg(long, global = true, env = "CORRAL_LOG_JSON")]
+    #[arg(long, global = true, env = "CORRAL_LOG_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     log_json: bool,
     #[command(subcommand)]
     command: Command,
