@@ -210,6 +210,11 @@ pub fn keep_restart_only(running: &Config, mut new: Config) -> (Config, Vec<Stri
         pending.push("state_dir".to_string());
         new.state_dir = running.state_dir.clone();
     }
+    // The Raft member starts once with its node id, peers and data directory.
+    if format!("{:?}", new.cluster) != format!("{:?}", running.cluster) {
+        pending.push("cluster".to_string());
+        new.cluster = running.cluster.clone();
+    }
     (new, pending)
 }
 

@@ -172,6 +172,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn runtime_backends_follow_the_yaml_and_lose_to_it_on_a_name_clash() {
+        let yaml = |t: &str| Config::parse(t, "t").unwrap();
+        let pool = Pool::new(yaml("backends: [{name: a, url: 'h:1'}]"));
+        pool.update_dynamic(|_, d| {
+            d.push(serde_json::from_str(r#"{"name": "b", "url": "h:2"}"#).unwrap());
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        let t = pool.load();
+        let names: Vec<_> = t.backends.iter().map(|b| (b.name(), b.dynamic)).collect();
+        assert_eq!(names, vec![("a", false), ("b", true)]);
+        assert_eq!(t.config.backends.len(), 2);
+        let b_state = t.get("b").unwrap().state.clone();
+        drop(t);
+
+        // A reload keeps run-time backends and their state ...
+        pool.publish(yaml("backends: [{name: a, url: 'h:1', weight: 2}]"));
+        assert!(Arc::ptr_eq(&pool.load().get("b").unwrap().state, &b_state));
+        // ... until the YAML defines the same name, which wins.
+        pool.publish(yaml("backends: [{name: b, url: 'h:9'}]"));
+        let t = pool.load();
+        assert_eq!(t.backends.len(), 1);
+        assert!(!t.get("b").unwrap().dynamic);
+        assert_eq!(t.get("b").unwrap().config.url.port, 9);
+        assert_eq!(pool.dynamic_backends().len(), 1);
+    }
+
+    #[test]
     fn reload_keeps_state_of_backends_that_stay() {
         let c1 = Config::parse(
             "backends: [{name: a, url: '127.0.0.1:1'}, {name: b, url: 'h:2'}]",
