@@ -32,12 +32,17 @@ pub enum Refusal {
 }
 
 impl CorralProxy {
-    /// Reads body chunks (kept in Pingora's retry buffer) until the model shows.
+    /// Reads body chunks (kept in Pingora's retry buffer) until the model and the
+    /// conversation anchor show.
     ///
-    /// Once the model is known no further chunk is read, even if the conversation
-    /// anchor is still missing: a read can push the body past the 64 KiB retry buffer,
-    /// and Pingora then drops the buffer and the body could not reach the backend.
+    /// A read past 64 KiB makes Pingora drop its retry buffer, and then the body could
+    /// not reach the backend. A body whose `Content-Length` fits the buffer can be read
+    /// to its end safely; any other stops being read as soon as the model is known.
     async fn sniff_request(&self, session: &mut Session, fields: &[&str]) -> Result<Sniff> {
+        let fits = session
+            .get_header(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok())
+            .is_some_and(|n| n <= RETRY_BUFFER);
         let too_far = || {
             Sniff::NotJson(format!(
                 "the \"model\" field must appear within the first {} KiB of the body",
@@ -48,7 +53,7 @@ impl CorralProxy {
         let mut seen = Bytes::new();
         loop {
             match sniff_body(&seen, fields) {
-                Sniff::NeedMore(facts) if facts.model.is_some() => {
+                Sniff::NeedMore(facts) if facts.model.is_some() && !fits => {
                     return Ok(Sniff::Complete(facts))
                 }
                 Sniff::NeedMore(_) => {}
