@@ -177,6 +177,17 @@ async fn replicas_share_the_pool_and_survive_leader_loss() {
 
     // A backend added on a follower is routed by all three.
     let follower = (leader + 1) % 3;
+    // A follower's status shows every member's progress, as the leader sees it.
+    let f = g.get(follower);
+    wait_for("follower status with the leader's progress", || async {
+        let s = f.admin("/api/v1/cluster/status").await?;
+        let all = s["members"]
+            .as_array()?
+            .iter()
+            .all(|m| m["matched"].is_u64());
+        (s["progress_from"] == leader as u64 + 1 && all).then_some(())
+    })
+    .await;
     let t0 = Instant::now();
     let (status, body) = admin_call(
         g.get(follower),

@@ -107,7 +107,7 @@ pub fn wrap(app: Router, admin: ClusterAdmin) -> Router {
 
 async fn status(State(a): State<ClusterAdmin>) -> Response {
     match a.member() {
-        Ok(c) => Json(c.status()).into_response(),
+        Ok(c) => Json(c.status_with_progress().await).into_response(),
         Err(r) => r,
     }
 }

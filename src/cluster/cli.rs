@@ -105,9 +105,8 @@ pub fn render_status(v: &Value) -> String {
         out.push_str(&format!("ERROR: {e}\n"));
     }
     out.push_str(&render_members(&v["members"]));
-    let leader = v["leader"].as_u64();
-    if leader.is_some() && v["node_id"].as_u64() != leader {
-        out.push_str("(replication progress is known on the leader)\n");
+    if let Some(l) = v["progress_from"].as_u64() {
+        out.push_str(&format!("(replication progress as leader {l} sees it)\n"));
     }
     out
 }
@@ -144,6 +143,6 @@ mod tests {
         let t = render_status(&v);
         assert!(t.contains("node 1  leader  term 3  leader 1"), "{t}");
         assert!(t.contains("127.0.0.1:7001"), "{t}");
-        assert!(!t.contains("progress is known"), "{t}");
+        assert!(!t.contains("as leader"), "{t}");
     }
 }

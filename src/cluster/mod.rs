@@ -57,3 +57,6 @@ pub fn start(
         pool: pool.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -23,6 +23,7 @@ pub const APPEND: &str = "/raft/append";
 pub const VOTE: &str = "/raft/vote";
 pub const SNAPSHOT: &str = "/raft/snapshot";
 pub const FORWARD: &str = "/cluster/forward";
+pub const STATUS: &str = "/cluster/status";
 
 /// An HTTP client for peer calls, holding the shared secret.
 #[derive(Clone)]

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::error::ClusterError;
-use super::network::{CallError, PeerHttp, FORWARD};
+use super::network::{CallError, PeerHttp, FORWARD, STATUS};
 use super::pool_state::PoolState;
 use super::types::{Command, Node, NodeId, Raft};
 
@@ -67,6 +67,9 @@ pub struct StatusView {
     pub snapshot: Option<u64>,
     pub millis_since_quorum_ack: Option<u64>,
     pub members: Vec<MemberView>,
+    /// On a follower: the leader whose view of replication `matched`/`lag` show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_from: Option<NodeId>,
     pub healthy: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -258,9 +261,43 @@ impl Cluster {
             snapshot: m.snapshot.map(|l| l.index),
             millis_since_quorum_ack: m.millis_since_quorum_ack,
             members,
+            progress_from: None,
             healthy: m.running_state.is_ok(),
             error: m.running_state.err().map(|e| e.to_string()),
         }
+    }
+
+    /// `status`, and on a follower each member's progress as the leader sees it.
+    pub async fn status_with_progress(&self) -> StatusView {
+        let mut view = self.status();
+        let Some(leader) = view.leader.filter(|l| *l != view.node_id) else {
+            return view;
+        };
+        let Some(addr) = view
+            .members
+            .iter()
+            .find(|m| m.id == leader)
+            .map(|m| m.raft_addr.clone())
+        else {
+            return view;
+        };
+        let answer: Result<StatusView, CallError> = self
+            .http
+            .call(&addr, STATUS, &(), Duration::from_secs(1))
+            .await;
+        match answer {
+            Ok(l) => {
+                for m in &mut view.members {
+                    if let Some(lm) = l.members.iter().find(|x| x.id == m.id) {
+                        m.matched = lm.matched;
+                        m.lag = lm.lag;
+                    }
+                }
+                view.progress_from = Some(leader);
+            }
+            Err(e) => tracing::debug!(error = %e, "leader's replication view unavailable"),
+        }
+        view
     }
 
     /// The replicated pool as last applied here.

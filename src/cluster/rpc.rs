@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 use super::metrics;
-use super::network::{APPEND, FORWARD, SNAPSHOT, VOTE};
+use super::network::{APPEND, FORWARD, SNAPSHOT, STATUS, VOTE};
 use super::ops::{Cluster, Forward};
 use super::types::{NodeId, TypeConfig};
 
@@ -48,6 +48,7 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
         .route(VOTE, post(vote))
         .route(SNAPSHOT, post(snapshot))
         .route(FORWARD, post(forward))
+        .route(STATUS, post(status))
         .layer(axum::middleware::from_fn_with_state(
             cluster.clone(),
             authenticate,
@@ -80,6 +81,11 @@ async fn snapshot(
 /// (no second hop: a stale follower view gets a clear error instead of a loop).
 async fn forward(State(c): State<Arc<Cluster>>, Json(req): Json<Forward>) -> impl IntoResponse {
     Json(c.execute_local(req).await)
+}
+
+/// This member's status, for a follower showing the leader's replication progress.
+async fn status(State(c): State<Arc<Cluster>>) -> impl IntoResponse {
+    Json(c.status())
 }
 
 /// Serves the peer RPC router on `listener` until `stop` resolves.
