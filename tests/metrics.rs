@@ -56,10 +56,11 @@ async fn a_streamed_chat_shows_up_in_the_metrics() {
         .expect("generate");
     assert_eq!(r.status(), 404);
 
-    // The request is recorded when it ends (after the client saw the last byte).
-    let text = wait_for("the chat to be counted", || async {
+    // Requests are recorded when they end, just after the client saw the last byte.
+    let text = wait_for("the chat and the 404 to be counted", || async {
         let t = scrape(&c).await;
-        t.contains(r#"corral_requests_total{backend="b0",code="200",endpoint="chat",model="llama3:latest"} 1"#)
+        (t.contains(r#"corral_requests_total{backend="b0",code="200",endpoint="chat",model="llama3:latest"} 1"#)
+            && t.contains(r#"code="404""#))
             .then_some(t)
     })
     .await;
