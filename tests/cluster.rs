@@ -205,18 +205,36 @@ async fn replicas_share_the_pool_and_survive_leader_loss() {
         .await;
     }
     let visible = t0.elapsed();
+    // Routed: a cheap model request (`/api/show`) lands on dyn-a, polled on all three
+    // at once (a generate would add the simulator's ~0.35 s of token streaming).
     let client = reqwest::Client::new();
-    for (_, c) in g.up() {
-        wait_for("dyn-a routed everywhere", || async {
-            (generate(&client, c).await.ok()? == "dyn-a").then_some(())
-        })
-        .await;
-    }
+    let routed_on = |c: &Corral| {
+        let (client, url) = (client.clone(), c.url());
+        async move {
+            wait_for("dyn-a routed", || async {
+                let r = client
+                    .post(format!("{url}/api/show"))
+                    .json(&json!({"model": "llama3"}))
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .ok()?;
+                (r.status().is_success() && r.headers().get("x-corral-backend")? == "dyn-a")
+                    .then_some(())
+            })
+            .await
+        }
+    };
+    futures::future::join_all(g.up().map(|(_, c)| routed_on(c))).await;
     let routed = t0.elapsed();
+    for (_, c) in g.up() {
+        assert_eq!(generate(&client, c).await.as_deref(), Ok("dyn-a"));
+    }
     eprintln!(
         "MEASURED commit={committed:?} listed-on-all-3={visible:?} routed-by-all-3={routed:?}"
     );
     assert!(visible < Duration::from_secs(1), "listed after {visible:?}");
+    assert!(routed < Duration::from_secs(1), "routed after {routed:?}");
 
     // Traffic on the survivors while the leader is killed.
     let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
