@@ -1,5 +1,6 @@
-//! Hot reload of the config file: rename-replace, SIGHUP, an invalid file, settings
-//! that need a restart, and no failed request while the file is rewritten under load.
+//! Hot reload of the config file: rename-replace, a Kubernetes-style symlink swap,
+//! SIGHUP, an invalid file, settings that need a restart, and no failed request while
+//! the file is rewritten under load.
 
 mod common;
 
@@ -283,4 +284,40 @@ async fn no_failed_requests_while_reloading_under_load() {
     );
     let s = status(&c).await;
     assert_eq!(s["reloads"]["failures"], 0, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_style_symlink_swap_is_a_reload() {
+    let a = start_sim(&["--models", "llama3"]);
+    let b = start_sim(&["--models", "mistral"]);
+    let c = start_corral(&format!("backends:\n{}", backend("a", &a))).await;
+    wait_routable(&c, &["llama3"]).await;
+    let head = header(&c);
+    let dir = c.dir.path();
+
+    // The ConfigMap volume layout: corral.yaml -> ..data/corral.yaml, ..data -> ..v1.
+    let publish = |version: &str, text: &str| {
+        let vdir = dir.join(format!("..{version}"));
+        std::fs::create_dir(&vdir).expect("version dir");
+        std::fs::write(vdir.join("corral.yaml"), text).expect("write version");
+        let tmp = dir.join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..{version}"), &tmp).expect("symlink");
+        std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    };
+    publish(
+        "v1",
+        &std::fs::read_to_string(c.config_path()).expect("config"),
+    );
+    let link = dir.join(".corral.yaml.link");
+    std::os::unix::fs::symlink("..data/corral.yaml", &link).expect("symlink");
+    std::fs::rename(&link, c.config_path()).expect("replace with symlink");
+
+    // A new version is published by swapping `..data`.
+    publish(
+        "v2",
+        &format!("{head}backends:\n{}{}", backend("a", &a), backend("b", &b)),
+    );
+    wait_model(&c, "mistral").await;
+    assert_eq!(backend_names(&c).await, vec!["a", "b"]);
+    assert_eq!(status(&c).await["reloads"]["failures"], 0);
 }
