@@ -398,7 +398,21 @@ async fn a_lease_expires_everywhere_and_a_minority_cannot_commit() {
     assert!(metrics.contains("corral_raft_term"), "{metrics}");
 
     // A minority cannot commit; it heals when a peer returns.
+    let (status, body) = admin_call(
+        g.get(leader),
+        reqwest::Method::POST,
+        "/api/v1/backends",
+        Some(json!({"name": "perm", "url": sim.url()})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
     let lone = leader;
+    let c = g.get(lone);
+    let client = reqwest::Client::new();
+    wait_for("perm routed", || async {
+        (generate(&client, c).await.ok()? == "perm").then_some(())
+    })
+    .await;
     let others: Vec<usize> = (0..3).filter(|i| *i != lone).collect();
     for &i in &others {
         g.kill(i);
@@ -412,13 +426,8 @@ async fn a_lease_expires_everywhere_and_a_minority_cannot_commit() {
     .await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["code"], "no_quorum", "{body}");
-    // The lone replica still serves the data plane (HEAD / answers locally).
-    let r = reqwest::Client::new()
-        .head(g.get(lone).url())
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    // The lone replica still serves proxied requests from its own pool.
+    assert_eq!(generate(&client, g.get(lone)).await.as_deref(), Ok("perm"));
     g.restart(others[0]).await;
     wait_for("a write once a majority is back", || async {
         let (status, _) = admin_call(

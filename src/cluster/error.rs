@@ -19,6 +19,9 @@ pub enum ClusterError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A new member did not catch up in time (it stays a learner; retry to promote).
+    #[error("{0}")]
+    Timeout(String),
     /// The Raft thread has not started (yet), or stopped on a fatal error.
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
@@ -31,6 +34,7 @@ impl ClusterError {
             ClusterError::ChangeInProgress(_) | ClusterError::Conflict(_) => 409,
             ClusterError::BadRequest(_) => 400,
             ClusterError::NotFound(_) => 404,
+            ClusterError::Timeout(_) => 504,
         }
     }
 
@@ -42,6 +46,7 @@ impl ClusterError {
             ClusterError::NotFound(_) => "not_found",
             ClusterError::Conflict(_) => "conflict",
             ClusterError::Unavailable(_) => "cluster_unavailable",
+            ClusterError::Timeout(_) => "timeout",
         }
     }
 }

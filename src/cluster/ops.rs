@@ -19,7 +19,7 @@ use super::types::{Command, Node, NodeId, Raft};
 /// How long a write may wait for a quorum before it fails with `no quorum`.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A new member must catch up within this time to be promoted to voter.
-pub const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// A call that only the leader can carry out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,8 +168,9 @@ impl Cluster {
                 tokio::time::timeout(JOIN_TIMEOUT, raft.add_learner(id, node, true))
                     .await
                     .map_err(|_| {
-                        LocalError::Cluster(ClusterError::NoQuorum(format!(
-                            "node {id} did not catch up within {JOIN_TIMEOUT:?}"
+                        LocalError::Cluster(ClusterError::Timeout(format!(
+                            "node {id} was added as a learner but did not catch up within \
+                             {JOIN_TIMEOUT:?} (is it running and reachable?); retry to promote it"
                         )))
                     })?
                     .map_err(from_write_error)?;
