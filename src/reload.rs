@@ -59,6 +59,9 @@ pub struct Reloader {
 
 impl Reloader {
     pub fn new(pool: Arc<Pool>, path: PathBuf, status: Arc<ReloadStatus>) -> Reloader {
+        // Absolute, so a later change of working directory cannot move the watch; not
+        // canonical, so a symlinked config keeps being read through its link.
+        let path = std::path::absolute(&path).unwrap_or(path);
         Reloader {
             pool,
             path,

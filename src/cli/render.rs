@@ -81,6 +81,18 @@ fn state(b: &BackendView) -> String {
     s
 }
 
+/// Probe errors carry the whole reqwest chain; a table cell shows its start (`--json`
+/// has all of it).
+fn clip(s: &str) -> String {
+    const MAX: usize = 60;
+    if s.chars().count() <= MAX {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(MAX - 1).collect();
+    out.push('…');
+    out
+}
+
 pub fn backends(list: &[BackendView]) -> String {
     if list.is_empty() {
         return "no backends".to_string();
@@ -105,7 +117,7 @@ pub fn backends(list: &[BackendView]) -> String {
                 } else {
                     b.resident.join(",")
                 },
-                b.last_error.clone().unwrap_or_default(),
+                b.last_error.as_deref().map(clip).unwrap_or_default(),
             ]
         })
         .collect();
@@ -185,5 +197,13 @@ mod tests {
             ],
         );
         assert_eq!(t, "A    LONGER\nxyz  1\nq    22");
+    }
+
+    #[test]
+    fn long_errors_are_clipped() {
+        assert_eq!(clip("short"), "short");
+        let c = clip(&"x".repeat(100));
+        assert_eq!(c.chars().count(), 60);
+        assert!(c.ends_with('…'));
     }
 }
