@@ -158,6 +158,11 @@ pub fn save(dir: &Path, state: &PersistedState) -> Result<(), PersistError> {
 /// Builds the pool a server starts with: the YAML's backends plus the saved run-time
 /// ones, with saved drain flags applied.
 pub fn restore_pool(config: Config) -> Result<Pool, PersistError> {
+    // With a cluster the replicated pool owns run-time backends and drain flags; a
+    // file left from single-replica days must not drain what the cluster does not.
+    if config.cluster.is_some() {
+        return Ok(Pool::new(config));
+    }
     let Some(dir) = state_dir(&config) else {
         return Ok(Pool::new(config));
     };
