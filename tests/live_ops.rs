@@ -321,3 +321,65 @@ async fn a_kubernetes_style_symlink_swap_is_a_reload() {
     assert_eq!(backend_names(&c).await, vec!["a", "b"]);
     assert_eq!(status(&c).await["reloads"]["failures"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_backend_finishes_its_stream() {
+    let slow = [
+        "--models",
+        "llama3",
+        "--tokens-per-sec",
+        "6",
+        "--num-predict",
+        "40",
+        "--parallel",
+        "2",
+    ];
+    let a = start_sim(&slow);
+    let b = start_sim(&slow);
+    let c = start_corral(&format!(
+        "routing: {{strategy: least_loaded}}\nbackends:\n{}{}",
+        backend("a", &a),
+        backend("b", &b)
+    ))
+    .await;
+    wait_routable(&c, &["llama3"]).await;
+    let head = header(&c);
+
+    let stream = reqwest::Client::new()
+        .post(format!("{}/api/chat", c.url()))
+        .json(&json!({"model": "llama3", "messages": [{"role": "user", "content": "a story"}]}))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(stream.status(), 200);
+    let serving = stream.headers()["x-corral-backend"]
+        .to_str()
+        .expect("header")
+        .to_string();
+    let (stays, sim) = if serving == "a" { ("b", &b) } else { ("a", &a) };
+
+    // The backend serving the stream leaves the file.
+    replace_config(
+        &c,
+        &format!(
+            "{head}routing: {{strategy: least_loaded}}\nbackends:\n{}",
+            backend(stays, sim)
+        ),
+    );
+    wait_reloads(&c, 1, 0).await;
+    assert_eq!(backend_names(&c).await, vec![stays]);
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/generate", c.url()))
+        .json(&json!({"model": "llama3", "prompt": "x", "stream": false, "options": {"num_predict": 1}}))
+        .send()
+        .await
+        .expect("generate");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-corral-backend"], stays);
+
+    let lines = read_lines(stream).await.expect("stream");
+    assert!(
+        lines.last().is_some_and(|l| l.contains("\"done\":true")),
+        "{lines:?}"
+    );
+}
