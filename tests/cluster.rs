@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 const SECRET: &str = "cluster-test-secret";
@@ -473,6 +474,42 @@ async fn a_replica_joins_and_leaves_through_the_cli() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
+    // Enough writes for a snapshot and a purged log (a snapshot every 500 entries):
+    // the new replica must then be sent the snapshot, not the log from the start.
+    let admin = admin_url(g.get(leader));
+    let http = reqwest::Client::new();
+    let writes = futures::stream::iter(0..560).map(|i| {
+        let (http, admin) = (http.clone(), admin.clone());
+        async move {
+            let name = if i % 2 == 0 { "churn" } else { "churn-2" };
+            http.post(format!(
+                "{admin}/api/v1/backends/{name}/{}",
+                ["drain", "undrain"][i / 2 % 2]
+            ))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+        }
+    });
+    for name in ["churn", "churn-2"] {
+        let (status, body) = admin_call(
+            g.get(leader),
+            reqwest::Method::POST,
+            "/api/v1/backends",
+            Some(json!({"name": name, "url": "http://127.0.0.1:9"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let statuses: Vec<u16> = writes.buffer_unordered(16).collect().await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let c = g.get(leader);
+    wait_for("a snapshot and a purged log on the leader", || async {
+        let s = c.admin("/api/v1/cluster/status").await?;
+        (s["snapshot"].as_u64()? >= 500).then_some(())
+    })
+    .await;
     g.restart(3).await;
     let follower = admin_url(g.get((leader + 1) % 3));
     let addr = format!("127.0.0.1:{}", g.raft_ports[3]);
@@ -484,9 +521,14 @@ async fn a_replica_joins_and_leaves_through_the_cli() {
     assert!(ok, "add-peer failed: {out} {err}\n{}", g.dump_logs());
     let joined = g.get(3);
     wait_for("the new replica has the pool", || async {
-        listed(joined, "before-join").await.then_some(())
+        (listed(joined, "before-join").await && listed(joined, "churn-2").await).then_some(())
     })
     .await;
+    let js = joined.admin("/api/v1/cluster/status").await.unwrap();
+    assert!(
+        js["snapshot"].as_u64().is_some_and(|i| i >= 500),
+        "the new replica was not sent a snapshot: {js}"
+    );
     let s = g.get(leader).admin("/api/v1/cluster/status").await.unwrap();
     let voters = s["members"]
         .as_array()
