@@ -564,6 +564,45 @@ async fn a_replica_joins_and_leaves_through_the_cli() {
     .await
     .unwrap();
     assert!(!ok && err.contains("not a member"), "{err}");
+
+    // Removing the leader itself: it steps down, the two others elect a leader among
+    // themselves and accept writes.
+    let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let api = admin_url(g.get(rest[0]));
+    let id = (leader + 1).to_string();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        cli(&["cluster", "remove-peer", &id, "--api-url", &api])
+    })
+    .await
+    .unwrap();
+    assert!(
+        ok,
+        "removing the leader failed: {out} {err}\n{}",
+        g.dump_logs()
+    );
+    let c = g.get(rest[1]);
+    wait_for("a new leader among the two that stay", || async {
+        let s = c.admin("/api/v1/cluster/status").await?;
+        let l = s["leader"].as_u64()?;
+        (l != leader as u64 + 1 && s["members"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    wait_for("a write after the leader left", || async {
+        let (status, _) = admin_call(
+            c,
+            reqwest::Method::POST,
+            "/api/v1/backends",
+            Some(json!({"name": "after-leader-left", "url": sim.url()})),
+        )
+        .await;
+        (status == 201).then_some(())
+    })
+    .await;
+    let other = g.get(rest[0]);
+    wait_for("the write is on both", || async {
+        listed(other, "after-leader-left").await.then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
