@@ -17,6 +17,7 @@ pub mod publish;
 pub mod rpc;
 pub mod store;
 pub mod types;
+pub mod writes;
 
 pub use error::ClusterError;
 pub use node::{ClusterService, ClusterSlot};

@@ -6,25 +6,19 @@
 //! `spawn_blocking`, never on the Raft core task.
 
 use std::fmt::Debug;
-use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
-use openraft::{
-    AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader,
-    RaftSnapshotBuilder, StorageIOError,
-};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::watch;
 
 use super::pool_state::PoolState;
-use super::types::{
-    Applied, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
-};
+use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -323,169 +317,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// What the state machine persists after every applied batch.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct SmData {
-    last_applied: Option<LogId>,
-    membership: StoredMembership,
-    pool: PoolState,
-}
+mod state_machine;
 
-/// The latest snapshot as stored: its metadata and the serialized pool.
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
-}
-
-/// The replicated pool, applied from the log. Each change is published on `changes`.
-pub struct StateMachine {
-    store: Store,
-    data: SmData,
-    changes: watch::Sender<Arc<PoolState>>,
-}
-
-impl StateMachine {
-    async fn persist(&self, snapshot: Option<&StoredSnapshot>) -> Result<(), DbError> {
-        let mut records = vec![(STATE_MACHINE, json(&self.data)?)];
-        if let Some(s) = snapshot {
-            records.push((SNAPSHOT, json(s)?));
-        }
-        self.store.put(records).await
-    }
-}
-
-impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = SnapshotBuilder;
-
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        Ok((self.data.last_applied, self.data.membership.clone()))
-    }
-
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
-    where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
-        let mut out = Vec::new();
-        let mut pool_changed = false;
-        for entry in entries {
-            self.data.last_applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => out.push(Applied::default()),
-                EntryPayload::Normal(cmd) => {
-                    let r = self.data.pool.apply(&cmd);
-                    pool_changed |= r.changed;
-                    out.push(r);
-                }
-                EntryPayload::Membership(m) => {
-                    self.data.membership = StoredMembership::new(Some(entry.log_id), m);
-                    out.push(Applied::default());
-                }
-            }
-        }
-        self.persist(None)
-            .await
-            .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
-        if pool_changed {
-            self.changes.send_replace(Arc::new(self.data.pool.clone()));
-        }
-        Ok(out)
-    }
-
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder {
-            store: self.store.clone(),
-            data: self.data.clone(),
-        }
-    }
-
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let bytes = snapshot.into_inner();
-        let pool: PoolState = serde_json::from_slice(&bytes).map_err(|e| {
-            io_err(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Read,
-                e.into(),
-            )
-        })?;
-        self.data = SmData {
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-            pool,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: bytes,
-        };
-        self.persist(Some(&stored)).await.map_err(|e| {
-            io_err(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-                e,
-            )
-        })?;
-        self.changes.send_replace(Arc::new(self.data.pool.clone()));
-        Ok(())
-    }
-
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let stored: Option<StoredSnapshot> = self
-            .store
-            .get(SNAPSHOT)
-            .await
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
-    }
-}
-
-/// Builds a snapshot of the state machine as it was when the builder was made.
-pub struct SnapshotBuilder {
-    store: Store,
-    data: SmData,
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let write = |e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
-        let bytes = json(&self.data.pool).map_err(write)?;
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let snapshot_id = match &self.data.last_applied {
-            Some(l) => format!("{}-{}-{nonce}", l.leader_id.term, l.index),
-            None => format!("0-0-{nonce}"),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: self.data.last_applied,
-            last_membership: self.data.membership.clone(),
-            snapshot_id,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: bytes.clone(),
-        };
-        self.store
-            .put(vec![(SNAPSHOT, json(&stored).map_err(write)?)])
-            .await
-            .map_err(write)?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(bytes)),
-        })
-    }
-}
+use state_machine::SmData;
+pub use state_machine::{SnapshotBuilder, StateMachine};
 
 #[cfg(test)]
 mod tests;

@@ -1,3 +1,4 @@
+use openraft::storage::RaftStateMachine;
 use openraft::testing::{StoreBuilder, Suite};
 
 use super::*;
