@@ -343,29 +343,37 @@ async fn a_lease_expires_everywhere_and_a_minority_cannot_commit() {
     let sim = start_sim(&["--models", "llama3"]);
     let mut g = Group::start(3).await;
     let leader = g.leader().await;
-    let (status, body) = admin_call(
-        g.get(leader),
-        reqwest::Method::POST,
-        "/api/v1/backends",
-        Some(json!({"name": "leased", "url": sim.url(), "ttl": "1500ms"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
+    // Registered and renewed with the client commands (`--ttl` in seconds).
+    let (api, url) = (admin_url(g.get(leader)), sim.url());
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        cli(&[
+            "backend",
+            "add",
+            "leased",
+            &url,
+            "--ttl",
+            "1.5",
+            "--api-url",
+            &api,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "backend add --ttl: {out} {err}");
     for (_, c) in g.up() {
         wait_for("leased listed", || async {
             listed(c, "leased").await.then_some(())
         })
         .await;
     }
-    // One heartbeat keeps it; then it lapses.
-    let (status, body) = admin_call(
-        g.get((leader + 1) % 3),
-        reqwest::Method::POST,
-        "/api/v1/backends/leased/heartbeat",
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    // One heartbeat (on a follower) keeps it; then it lapses.
+    let api = admin_url(g.get((leader + 1) % 3));
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        cli(&["backend", "heartbeat", "leased", "--api-url", &api])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "backend heartbeat: {out} {err}");
     let t0 = Instant::now();
     for (_, c) in g.up() {
         wait_for("leased gone", || async {

@@ -59,9 +59,13 @@ fn parse_ttl(v: &Value) -> Result<Option<Duration>, String> {
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
             .map(Some)
             .ok_or_else(|| format!("invalid ttl {n}")),
-        Value::String(s) => humantime::parse_duration(s.trim())
-            .map(Some)
-            .map_err(|e| format!("invalid ttl '{s}': {e} (e.g. 30s)")),
+        // A bare number in a string (`--ttl 30` on the command line) is seconds too.
+        Value::String(s) => match s.trim().parse::<f64>() {
+            Ok(secs) => parse_ttl(&json!(secs)),
+            Err(_) => humantime::parse_duration(s.trim())
+                .map(Some)
+                .map_err(|e| format!("invalid ttl '{s}': {e} (e.g. 30s)")),
+        },
         _ => Err("ttl must be a duration such as \"30s\" or a number of seconds".into()),
     }
 }
@@ -255,6 +259,10 @@ mod tests {
         assert_eq!(
             parse_ttl(&json!("500ms")),
             Ok(Some(Duration::from_millis(500)))
+        );
+        assert_eq!(
+            parse_ttl(&json!("1.5")),
+            Ok(Some(Duration::from_millis(1500)))
         );
         assert_eq!(parse_ttl(&Value::Null), Ok(None));
         assert!(parse_ttl(&json!(0)).is_err());
