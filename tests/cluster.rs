@@ -700,3 +700,63 @@ async fn drained(c: &Corral, name: &str) -> Option<bool> {
         .find(|b| b["name"] == name)
         .map(|b| b["draining"] == true)
 }
+
+/// Sends `signal` (e.g. `-STOP`, `-CONT`) to one replica's process, by pid.
+fn signal(c: &Corral, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([signal, &c.proc.child.id().to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill {signal} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_leader_is_replaced_and_catches_up_when_it_thaws() {
+    let sim = start_sim(&["--models", "llama3"]);
+    let g = Group::start(3).await;
+    let leader = g.leader().await;
+    let old = g.get(leader);
+    // Frozen (SIGSTOP): cut off like a partition, without losing its state.
+    signal(old, "-STOP");
+    let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let c = g.get(rest[0]);
+    wait_for("a write on the majority side", || async {
+        let (status, _) = admin_call(
+            c,
+            reqwest::Method::POST,
+            "/api/v1/backends",
+            Some(json!({"name": "while-frozen", "url": sim.url()})),
+        )
+        .await;
+        (status == 201).then_some(())
+    })
+    .await;
+    signal(old, "-CONT");
+    wait_for(
+        "the thawed replica follows the new leader and has the write",
+        || async {
+            let s = old.admin("/api/v1/cluster/status").await?;
+            let follows = s["state"] == "follower" && s["leader"] != leader as u64 + 1;
+            (follows && listed(old, "while-frozen").await).then_some(())
+        },
+    )
+    .await;
+    // Its writes go to the new leader.
+    let (status, body) = admin_call(
+        old,
+        reqwest::Method::POST,
+        "/api/v1/backends/while-frozen/drain",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let other = g.get(rest[1]);
+    wait_for("the drain everywhere", || async {
+        drained(other, "while-frozen")
+            .await
+            .filter(|d| *d)
+            .map(|_| ())
+    })
+    .await;
+}
