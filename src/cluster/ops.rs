@@ -118,12 +118,7 @@ impl Cluster {
     async fn pass_on(&self, leader: &Node, call: Forward) -> Result<Value, LocalError> {
         let answer: Result<Result<Value, LocalError>, CallError> = self
             .http
-            .call(
-                &leader.raft_addr,
-                FORWARD,
-                &call,
-                JOIN_TIMEOUT + WRITE_TIMEOUT,
-            )
+            .call(&leader.raft_addr, FORWARD, &call, forward_timeout(&call))
             .await;
         match answer {
             Ok(Ok(v)) => Ok(v),
@@ -317,6 +312,16 @@ pub enum LocalError {
 }
 
 use LocalError::NotLeader;
+
+/// How long a follower waits for the leader's answer: the leader's own deadline plus
+/// a margin, so a leader that froze or was cut off fails the call in seconds.
+fn forward_timeout(call: &Forward) -> Duration {
+    let margin = Duration::from_secs(1);
+    match call {
+        Forward::Write { .. } | Forward::RemovePeer { .. } => WRITE_TIMEOUT + margin,
+        Forward::AddPeer { .. } => JOIN_TIMEOUT + WRITE_TIMEOUT + margin,
+    }
+}
 
 fn no_quorum_timeout() -> LocalError {
     LocalError::Cluster(ClusterError::NoQuorum(format!(
