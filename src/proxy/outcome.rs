@@ -53,23 +53,9 @@ pub fn settle(config: &Config, ctx: &mut RequestCtx, error: Option<&Error>) {
         }
         200..=299 => {
             state.passive.record_success();
-            if let Some(model) = ctx
-                .model_name()
-                .filter(|_| ctx.endpoint.model_fields().is_some())
-            {
-                if matches!(
-                    ctx.endpoint,
-                    Endpoint::Generate
-                        | Endpoint::Chat
-                        | Endpoint::Embed
-                        | Endpoint::Embeddings
-                        | Endpoint::OpenAiChat
-                        | Endpoint::OpenAiCompletions
-                        | Endpoint::OpenAiEmbeddings
-                ) {
-                    // It answered, so the model is loaded there now.
-                    state.learn_resident(model);
-                }
+            if let Some(model) = ctx.model_name().filter(|_| ctx.endpoint.is_inference()) {
+                // It answered, so the model is loaded there now.
+                state.learn_resident(model);
             }
             if let Some(stats) = &ctx.observer.stats {
                 // Sub-100 ms "loads" are a resident model being touched, not a load.

@@ -1,0 +1,263 @@
+//! The simulated Ollama fleet a front-end is measured against: `corral sim` child
+//! processes on 127.0.0.1 ephemeral ports, their `/sim/stats` counters, and the two
+//! process helpers every part of the bench shares (kill-on-drop children and
+//! polling with a deadline).
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// A child process, killed when dropped so that a panic or an early return never leaves
+/// a simulator or proxy listening behind the benchmark.
+pub struct Proc {
+    child: Child,
+    name: String,
+    log: Option<PathBuf>,
+}
+
+impl Proc {
+    pub fn new(child: Child, name: impl Into<String>, log: Option<PathBuf>) -> Proc {
+        Proc {
+            child,
+            name: name.into(),
+            log,
+        }
+    }
+
+    /// The end of the process's log, to explain a failed start.
+    pub fn log_tail(&self) -> String {
+        let Some(text) = self
+            .log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+        else {
+            return String::new();
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// `Err` with the exit status if the process is already gone.
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(format!(
+                "{} exited early ({status})\n{}",
+                self.name,
+                self.log_tail()
+            )),
+            Err(e) => Err(format!("{}: cannot check process: {e}", self.name)),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 25 ms until it yields `Some`, or fails with `what` once
+/// `deadline` has passed. The only way the bench waits for another process.
+pub async fn poll<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if started.elapsed() > deadline {
+            return Err(format!("timed out after {deadline:?} waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The shape of the fleet. Every front-end gets a fresh fleet built from the same spec,
+/// so no run inherits another's prompt caches or residency.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetSpec {
+    /// Models on every box's disk, most popular first.
+    pub models: Vec<String>,
+    /// For each box, the index in `models` of the model resident at start.
+    pub resident: Vec<usize>,
+    pub parallel: usize,
+    pub max_loaded: usize,
+    pub load_time: String,
+    pub tokens_per_sec: u32,
+    pub prefill_tokens_per_sec: u32,
+    pub num_predict: u32,
+}
+
+pub struct Sim {
+    pub name: String,
+    pub addr: SocketAddr,
+    _proc: Proc,
+}
+
+pub struct Fleet {
+    pub sims: Vec<Sim>,
+}
+
+/// How long a process gets to come up. Generous: a 2-core machine running a
+/// benchmark is slow, and polling returns as soon as it is ready anyway.
+pub const STARTUP: Duration = Duration::from_secs(30);
+
+impl Fleet {
+    pub fn start(spec: &FleetSpec, bin: &Path, log_dir: &Path) -> Result<Fleet, String> {
+        // Spawn every box first, then collect the addresses: the boxes boot in parallel.
+        let mut pending = Vec::new();
+        for (index, &resident) in spec.resident.iter().enumerate() {
+            let name = format!("box{index}");
+            let resident = spec
+                .models
+                .get(resident)
+                .ok_or_else(|| format!("{name}: resident model index {resident} out of range"))?;
+            let log = log_dir.join(format!("{name}.log"));
+            let log_file = std::fs::File::create(&log)
+                .map_err(|e| format!("create {}: {e}", log.display()))?;
+            let mut child = Command::new(bin)
+                .args(["sim", "--listen", "127.0.0.1:0", "--name", &name])
+                .args(["--models", &spec.models.join(",")])
+                .args(["--resident", resident])
+                .args(["--parallel", &spec.parallel.to_string()])
+                .args(["--max-loaded", &spec.max_loaded.to_string()])
+                .args(["--load-time", &spec.load_time])
+                .args(["--tokens-per-sec", &spec.tokens_per_sec.to_string()])
+                .args([
+                    "--prefill-tokens-per-sec",
+                    &spec.prefill_tokens_per_sec.to_string(),
+                ])
+                .args(["--num-predict", &spec.num_predict.to_string()])
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(log_file)
+                .spawn()
+                .map_err(|e| format!("spawn {} sim: {e}", bin.display()))?;
+            let stdout = child.stdout.take().expect("stdout was piped");
+            let (tx, rx) = mpsc::channel();
+            // The reader keeps draining stdout after the address line so the sim can
+            // never block on a full pipe.
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Some(addr) = line.strip_prefix("corral sim listening on http://") {
+                        let _ = tx.send(addr.trim().to_string());
+                    }
+                }
+            });
+            pending.push((name.clone(), rx, Proc::new(child, name, Some(log))));
+        }
+        let mut sims = Vec::new();
+        for (name, rx, mut proc) in pending {
+            let line = rx.recv_timeout(STARTUP).map_err(|_| {
+                let why = proc.check_alive().err().unwrap_or_default();
+                format!("{name} did not print its address within {STARTUP:?} {why}")
+            })?;
+            let addr = line
+                .parse()
+                .map_err(|e| format!("{name} printed a bad address {line:?}: {e}"))?;
+            sims.push(Sim {
+                name,
+                addr,
+                _proc: proc,
+            });
+        }
+        Ok(Fleet { sims })
+    }
+
+    /// Every box's counters, in box order.
+    pub async fn stats(&self, client: &reqwest::Client) -> Result<Vec<SimStats>, String> {
+        let mut all = Vec::new();
+        for sim in &self.sims {
+            let url = format!("http://{}/sim/stats", sim.addr);
+            let body: Value = client
+                .get(&url)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| format!("GET {url}: {e}"))?
+                .json()
+                .await
+                .map_err(|e| format!("GET {url}: bad JSON: {e}"))?;
+            all.push(SimStats::from_json(&body));
+        }
+        Ok(all)
+    }
+
+    /// Waits until no box has a request in flight, so that requests the client gave up
+    /// on have settled into `cancelled` before the counters are read.
+    pub async fn wait_idle(
+        &self,
+        client: &reqwest::Client,
+        deadline: Duration,
+    ) -> Result<(), String> {
+        poll("the fleet to go idle", deadline, || async {
+            let stats = self.stats(client).await.ok()?;
+            stats.iter().all(|s| s.active == 0).then_some(())
+        })
+        .await
+    }
+}
+
+/// The `/sim/stats` counters the report uses. Read field by field so that counters the
+/// sim adds later do not break the bench.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SimStats {
+    pub requests: u64,
+    pub active: u64,
+    pub completed: u64,
+    pub cancelled: u64,
+    pub failed: u64,
+    pub loads: u64,
+    pub evictions: u64,
+    pub prompt_tokens_cached: u64,
+    pub prompt_tokens_evaluated: u64,
+}
+
+impl SimStats {
+    fn from_json(v: &Value) -> SimStats {
+        let n = |key: &str| v.get(key).and_then(Value::as_u64).unwrap_or(0);
+        SimStats {
+            requests: n("requests"),
+            active: n("active"),
+            completed: n("completed"),
+            cancelled: n("cancelled"),
+            failed: n("failed"),
+            loads: n("loads"),
+            evictions: n("evictions"),
+            prompt_tokens_cached: n("prompt_tokens_cached"),
+            prompt_tokens_evaluated: n("prompt_tokens_evaluated"),
+        }
+    }
+
+    /// What happened between two snapshots (`active` is a level, so it keeps `self`'s).
+    pub fn since(&self, before: &SimStats) -> SimStats {
+        SimStats {
+            requests: self.requests.saturating_sub(before.requests),
+            active: self.active,
+            completed: self.completed.saturating_sub(before.completed),
+            cancelled: self.cancelled.saturating_sub(before.cancelled),
+            failed: self.failed.saturating_sub(before.failed),
+            loads: self.loads.saturating_sub(before.loads),
+            evictions: self.evictions.saturating_sub(before.evictions),
+            prompt_tokens_cached: self
+                .prompt_tokens_cached
+                .saturating_sub(before.prompt_tokens_cached),
+            prompt_tokens_evaluated: self
+                .prompt_tokens_evaluated
+                .saturating_sub(before.prompt_tokens_evaluated),
+        }
+    }
+}
