@@ -182,11 +182,13 @@ async fn replicas_share_the_pool_and_survive_leader_loss() {
     let f = g.get(follower);
     wait_for("follower status with the leader's progress", || async {
         let s = f.admin("/api/v1/cluster/status").await?;
+        // Every member has announced its admin address, too.
         let all = s["members"]
             .as_array()?
             .iter()
-            .all(|m| m["matched"].is_u64());
-        (s["progress_from"] == leader as u64 + 1 && all).then_some(())
+            .all(|m| m["matched"].is_u64() && m["admin_addr"].is_string());
+        let leader_admin = s["leader_admin"].is_string();
+        (s["progress_from"] == leader as u64 + 1 && all && leader_admin).then_some(())
     })
     .await;
     let t0 = Instant::now();
@@ -515,7 +517,9 @@ async fn a_replica_joins_and_leaves_through_the_cli() {
     let c = g.get(leader);
     wait_for("a snapshot and a purged log on the leader", || async {
         let s = c.admin("/api/v1/cluster/status").await?;
-        (s["snapshot"].as_u64()? >= 500).then_some(())
+        // The first snapshot is taken once ~500 entries are committed; the log before
+        // it is then purged, so a new member cannot be sent it entry by entry.
+        s["purged"].as_u64().map(|_| ())
     })
     .await;
     g.restart(3).await;
@@ -534,7 +538,7 @@ async fn a_replica_joins_and_leaves_through_the_cli() {
     .await;
     let js = joined.admin("/api/v1/cluster/status").await.unwrap();
     assert!(
-        js["snapshot"].as_u64().is_some_and(|i| i >= 500),
+        js["snapshot"].as_u64().is_some(),
         "the new replica was not sent a snapshot: {js}"
     );
     let s = g.get(leader).admin("/api/v1/cluster/status").await.unwrap();

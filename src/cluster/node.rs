@@ -169,6 +169,7 @@ async fn run(
     tokio::spawn(watch_metrics(raft.clone()));
     tokio::spawn(expire_leases(cluster.clone()));
     bootstrap(&raft, &config, &admin_addr).await;
+    tokio::spawn(announce(cluster.clone(), admin_addr));
 
     let _ = stop.wait_for(|s| *s).await;
     if let Err(e) = raft.shutdown().await {
@@ -201,6 +202,42 @@ async fn bootstrap(raft: &Raft, config: &ClusterConfig, admin_addr: &str) {
             tracing::info!("cluster already initialized; rejoining from the data dir")
         }
         Err(e) => tracing::error!(error = %e, "cluster initialization failed"),
+    }
+}
+
+/// Keeps this member's admin address in the membership, so that every replica's status
+/// shows where each member's admin API is (the initializer only knows its own).
+async fn announce(cluster: Arc<Cluster>, admin_addr: String) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (listed, has_leader) = {
+            let m = cluster.raft.metrics();
+            let m = m.borrow();
+            let node = m
+                .membership_config
+                .membership()
+                .get_node(&cluster.id)
+                .cloned();
+            (node, m.current_leader.is_some())
+        };
+        let Some(node) = listed else { continue };
+        if !has_leader || node.admin_addr.as_deref() == Some(admin_addr.as_str()) {
+            continue;
+        }
+        let node = Node {
+            raft_addr: node.raft_addr,
+            admin_addr: Some(admin_addr.clone()),
+        };
+        let call = super::ops::Forward::SetNode {
+            id: cluster.id,
+            node,
+        };
+        match cluster.execute(call).await {
+            Ok(_) => tracing::info!(admin = %admin_addr, "announced this replica's admin address"),
+            Err(e) => tracing::debug!(error = %e, "cannot announce the admin address yet"),
+        }
     }
 }
 

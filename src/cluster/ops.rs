@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResponse;
 use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,7 +15,7 @@ use tokio::sync::watch;
 use super::error::ClusterError;
 use super::network::{CallError, PeerHttp, FORWARD, STATUS};
 use super::pool_state::PoolState;
-use super::types::{Command, Node, NodeId, Raft};
+use super::types::{Command, Node, NodeId, Raft, TypeConfig};
 
 /// How long a write may wait for a quorum before it fails with `no quorum`.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -25,9 +26,21 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(6);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "call", rename_all = "snake_case")]
 pub enum Forward {
-    Write { command: Command },
-    AddPeer { id: NodeId, node: Node },
-    RemovePeer { id: NodeId },
+    Write {
+        command: Command,
+    },
+    AddPeer {
+        id: NodeId,
+        node: Node,
+    },
+    RemovePeer {
+        id: NodeId,
+    },
+    /// A member announcing its own addresses (its admin address, after a join).
+    SetNode {
+        id: NodeId,
+        node: Node,
+    },
 }
 
 /// This replica's Raft member.
@@ -65,6 +78,8 @@ pub struct StatusView {
     pub last_log_index: Option<u64>,
     pub last_applied: Option<u64>,
     pub snapshot: Option<u64>,
+    /// Log entries up to this index are deleted (covered by the snapshot).
+    pub purged: Option<u64>,
     pub millis_since_quorum_ack: Option<u64>,
     pub members: Vec<MemberView>,
     /// On a follower: the leader whose view of replication `matched`/`lag` show.
@@ -160,22 +175,25 @@ impl Cluster {
                     return Ok(serde_json::json!({ "id": id, "already_voter": true }));
                 }
                 // Learner first: it catches up without counting toward the quorum.
-                tokio::time::timeout(JOIN_TIMEOUT, raft.add_learner(id, node, true))
-                    .await
-                    .map_err(|_| {
-                        LocalError::Cluster(ClusterError::Timeout(format!(
-                            "node {id} was added as a learner but did not catch up within \
-                             {JOIN_TIMEOUT:?} (is it running and reachable?); retry to promote it"
-                        )))
-                    })?
-                    .map_err(from_write_error)?;
-                let r = tokio::time::timeout(
-                    WRITE_TIMEOUT,
-                    raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
+                let caught_up = || {
+                    LocalError::Cluster(ClusterError::Timeout(format!(
+                        "node {id} was added as a learner but did not catch up within \
+                         {JOIN_TIMEOUT:?} (is it running and reachable?); retry to promote it"
+                    )))
+                };
+                membership(
+                    || raft.add_learner(id, node.clone(), true),
+                    JOIN_TIMEOUT,
+                    caught_up,
                 )
-                .await
-                .map_err(|_| no_quorum_timeout())?
-                .map_err(from_write_error)?;
+                .await?;
+                let voters = BTreeSet::from([id]);
+                let r = membership(
+                    || raft.change_membership(ChangeMembers::AddVoterIds(voters.clone()), false),
+                    WRITE_TIMEOUT,
+                    no_quorum_timeout,
+                )
+                .await?;
                 Ok(serde_json::json!({ "id": id, "log_index": r.log_id.index }))
             }
             Forward::RemovePeer { id } => {
@@ -195,11 +213,33 @@ impl Cluster {
                         "node {id} is not a member"
                     ))));
                 };
-                let r = tokio::time::timeout(WRITE_TIMEOUT, raft.change_membership(change, false))
-                    .await
-                    .map_err(|_| no_quorum_timeout())?
-                    .map_err(from_write_error)?;
+                let r = membership(
+                    || raft.change_membership(change.clone(), false),
+                    WRITE_TIMEOUT,
+                    no_quorum_timeout,
+                )
+                .await?;
                 Ok(serde_json::json!({ "removed": id, "log_index": r.log_id.index }))
+            }
+            Forward::SetNode { id, node } => {
+                let members = raft.metrics().borrow().membership_config.clone();
+                match members.membership().get_node(&id) {
+                    None => {
+                        return Err(LocalError::Cluster(ClusterError::NotFound(format!(
+                            "node {id} is not a member"
+                        ))))
+                    }
+                    Some(n) if *n == node => return Ok(serde_json::json!({ "id": id })),
+                    Some(_) => {}
+                }
+                let nodes = BTreeMap::from([(id, node)]);
+                let r = membership(
+                    || raft.change_membership(ChangeMembers::SetNodes(nodes.clone()), false),
+                    WRITE_TIMEOUT,
+                    no_quorum_timeout,
+                )
+                .await?;
+                Ok(serde_json::json!({ "id": id, "log_index": r.log_id.index }))
             }
         }
     }
@@ -255,6 +295,7 @@ impl Cluster {
             last_log_index: m.last_log_index,
             last_applied: m.last_applied.map(|l| l.index),
             snapshot: m.snapshot.map(|l| l.index),
+            purged: m.purged.map(|l| l.index),
             millis_since_quorum_ack: m.millis_since_quorum_ack,
             members,
             progress_from: None,
@@ -313,13 +354,45 @@ pub enum LocalError {
 
 use LocalError::NotLeader;
 
+type WriteResult =
+    Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, Node>>>;
+
+/// Runs a membership change within `budget`. While another change is still being
+/// committed it retries for up to `WRITE_TIMEOUT`, then answers `change_in_progress`.
+async fn membership<F, Fut>(
+    mut change: F,
+    budget: Duration,
+    on_timeout: impl Fn() -> LocalError,
+) -> Result<ClientWriteResponse<TypeConfig>, LocalError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = WriteResult>,
+{
+    let in_progress_until = tokio::time::Instant::now() + WRITE_TIMEOUT;
+    loop {
+        let r = tokio::time::timeout(budget, change())
+            .await
+            .map_err(|_| on_timeout())?;
+        match r {
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_),
+            ))) if tokio::time::Instant::now() < in_progress_until => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other.map_err(from_write_error),
+        }
+    }
+}
+
 /// How long a follower waits for the leader's answer: the leader's own deadline plus
 /// a margin, so a leader that froze or was cut off fails the call in seconds.
 fn forward_timeout(call: &Forward) -> Duration {
     let margin = Duration::from_secs(1);
     match call {
-        Forward::Write { .. } | Forward::RemovePeer { .. } => WRITE_TIMEOUT + margin,
-        Forward::AddPeer { .. } => JOIN_TIMEOUT + WRITE_TIMEOUT + margin,
+        Forward::Write { .. } => WRITE_TIMEOUT + margin,
+        // A membership change may first wait out one in progress.
+        Forward::RemovePeer { .. } | Forward::SetNode { .. } => WRITE_TIMEOUT * 2 + margin,
+        Forward::AddPeer { .. } => JOIN_TIMEOUT + WRITE_TIMEOUT * 2 + margin,
     }
 }
 
@@ -333,7 +406,7 @@ fn from_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> Loc
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => NotLeader(f.leader_node),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
-            openraft::error::ChangeMembershipError::InProgress(p) => {
+            ChangeMembershipError::InProgress(p) => {
                 LocalError::Cluster(ClusterError::ChangeInProgress(p.to_string()))
             }
             other => LocalError::Cluster(ClusterError::BadRequest(other.to_string())),
