@@ -3,10 +3,16 @@
 use std::collections::HashSet;
 use std::time::UNIX_EPOCH;
 
+use bytes::Bytes;
+use pingora::proxy::Session;
+use pingora::Result;
 use serde_json::{json, Value};
 
 use crate::model::ModelName;
 use crate::pool::RoutingTable;
+
+use super::endpoint::Endpoint;
+use super::{respond, CorralProxy};
 
 /// The oldest version among healthy backends: a client checking for a feature must
 /// not be promised one that some box lacks.
@@ -74,6 +80,58 @@ pub fn openai_models(table: &RoutingTable) -> Value {
         .filter_map(openai_model)
         .collect();
     json!({"object": "list", "data": data})
+}
+
+impl CorralProxy {
+    /// Answers the fleet-wide endpoints from the probes' view of the backends.
+    pub(super) async fn answer_locally(
+        &self,
+        session: &mut Session,
+        endpoint: &Endpoint,
+    ) -> Result<()> {
+        let table = self.pool.snapshot();
+        match endpoint {
+            Endpoint::Root => {
+                respond::write_response(
+                    session,
+                    200,
+                    "text/plain; charset=utf-8",
+                    Bytes::from_static(b"Ollama is running"),
+                    &[],
+                )
+                .await
+            }
+            Endpoint::Version => {
+                let version = fleet_version(&table);
+                respond::write_json(session, 200, &json!({ "version": version })).await
+            }
+            Endpoint::Tags => {
+                let models = merged_models(&table, false);
+                respond::write_json(session, 200, &json!({ "models": models })).await
+            }
+            Endpoint::Ps => {
+                let models = merged_models(&table, true);
+                respond::write_json(session, 200, &json!({ "models": models })).await
+            }
+            Endpoint::OpenAiModels => {
+                respond::write_json(session, 200, &openai_models(&table)).await
+            }
+            Endpoint::OpenAiModel(name) => {
+                let wanted = ModelName::new(name);
+                let found = merged_models(&table, false)
+                    .into_iter()
+                    .find(|e| entry_name(e).is_some_and(|n| ModelName::new(n) == wanted));
+                match found.as_ref().and_then(openai_model) {
+                    Some(m) => respond::write_json(session, 200, &m).await,
+                    None => {
+                        let msg = format!("model '{name}' not found");
+                        respond::write_error(session, true, 404, &msg, 0).await
+                    }
+                }
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 mod admission;
 mod ctx;
 pub mod endpoint;
+mod failure;
 mod fleet;
 mod local;
 mod observe;
@@ -25,13 +26,12 @@ use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorSource, ErrorType};
-use serde_json::json;
+use pingora::{Error, ErrorType};
 
-use crate::model::ModelName;
 use crate::pool::{InFlight, Pool, SlotWatcher};
-use crate::routing::{AdmissionQueue, NoRoute, QueueError, Router};
+use crate::routing::{AdmissionQueue, Router};
 use admission::Refusal;
+use failure::{no_route_error, BUSY};
 
 pub struct CorralProxy {
     pool: Arc<Pool>,
@@ -50,124 +50,6 @@ impl CorralProxy {
             fleet_client: reqwest::Client::new(),
         }
     }
-
-    /// Answers the fleet-wide endpoints from the probes' view of the backends.
-    async fn answer_locally(&self, session: &mut Session, endpoint: &Endpoint) -> Result<()> {
-        let table = self.pool.snapshot();
-        match endpoint {
-            Endpoint::Root => {
-                respond::write_response(
-                    session,
-                    200,
-                    "text/plain; charset=utf-8",
-                    Bytes::from_static(b"Ollama is running"),
-                    &[],
-                )
-                .await
-            }
-            Endpoint::Version => {
-                let version = local::fleet_version(&table);
-                respond::write_json(session, 200, &json!({ "version": version })).await
-            }
-            Endpoint::Tags => {
-                let models = local::merged_models(&table, false);
-                respond::write_json(session, 200, &json!({ "models": models })).await
-            }
-            Endpoint::Ps => {
-                let models = local::merged_models(&table, true);
-                respond::write_json(session, 200, &json!({ "models": models })).await
-            }
-            Endpoint::OpenAiModels => {
-                respond::write_json(session, 200, &local::openai_models(&table)).await
-            }
-            Endpoint::OpenAiModel(name) => {
-                let wanted = ModelName::new(name);
-                let found = local::merged_models(&table, false)
-                    .into_iter()
-                    .find(|e| local::entry_name(e).is_some_and(|n| ModelName::new(n) == wanted));
-                match found.as_ref().and_then(local::openai_model) {
-                    Some(m) => respond::write_json(session, 200, &m).await,
-                    None => {
-                        let msg = format!("model '{name}' not found");
-                        respond::write_error(session, true, 404, &msg, 0).await
-                    }
-                }
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Tells the client why its request will not be proxied.
-    async fn refuse(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        refusal: Refusal,
-    ) -> Result<()> {
-        session.set_keepalive(None);
-        let retry_after = self.pool.load().config.routing.retry_after.as_secs();
-        let (status, message) = match refusal {
-            Refusal::ClientGone => {
-                ctx.status = 0;
-                return Ok(());
-            }
-            Refusal::BadRequest(m) => (400, m),
-            Refusal::NoRoute(e @ NoRoute::ModelNotFound(_)) => (404, e.to_string()),
-            Refusal::NoRoute(e @ NoRoute::UnknownBackend(_)) => (400, e.to_string()),
-            Refusal::NoRoute(e) => (503, e.to_string()),
-            Refusal::Queue(e @ (QueueError::Full | QueueError::Timeout(_))) => (503, e.to_string()),
-            Refusal::Queue(QueueError::NoRoute(e)) => (503, e.to_string()),
-        };
-        ctx.status = status;
-        respond::write_error(
-            session,
-            ctx.endpoint.is_openai(),
-            status,
-            &message,
-            retry_after,
-        )
-        .await
-    }
-}
-
-/// Error type of a "server busy" answer being retried on another backend.
-const BUSY: &str = "backend busy";
-
-impl CorralProxy {
-    /// Ollama answered 503 "busy" before doing any work: when another backend can take
-    /// the request now, mark this one busy and retry there instead of passing the 503 on.
-    fn retry_busy(&self, session: &Session, ctx: &mut RequestCtx) -> Option<Box<Error>> {
-        let config = self.pool.load().config.clone();
-        if ctx.tried.len() > config.routing.max_retries || session.as_ref().retry_buffer_truncated()
-        {
-            return None;
-        }
-        let pick = ctx.current.as_ref()?;
-        let state = &pick.backend.state;
-        state
-            .passive
-            .record_busy(state.in_flight(), config.health.busy_backoff);
-        let next = self
-            .router
-            .pick_backend(&self.pool.load(), &ctx.route, &ctx.tried)
-            .ok()?;
-        tracing::debug!(from = %state.name, to = next.backend.name(), "backend busy, retrying");
-        ctx.planned = Some(next);
-        ctx.outcome_recorded = false;
-        Some(Error::explain(
-            ErrorType::Custom(BUSY),
-            format!("backend '{}' busy", state.name),
-        ))
-    }
-}
-
-fn no_route_error(e: &NoRoute) -> Box<Error> {
-    let status = match e {
-        NoRoute::ModelNotFound(_) => 404,
-        NoRoute::UnknownBackend(_) => 400,
-        NoRoute::NoHealthy | NoRoute::Full => 503,
-    };
-    Error::explain(ErrorType::HTTPStatus(status), e.to_string())
 }
 
 #[async_trait]
@@ -407,93 +289,7 @@ impl ProxyHttp for CorralProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let backend = ctx.backend_name().to_string();
-        let stalled = ctx.stall.as_ref().is_some_and(|s| s.fired());
-        if let Some(stall) = ctx.stall.as_mut() {
-            stall.disarm();
-        }
-        let no_reuse = |code| FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        };
-        let client_gone = *e.esource() == ErrorSource::Downstream
-            && matches!(
-                e.etype(),
-                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
-            );
-        if client_gone {
-            return no_reuse(0);
-        }
-        let config = self.pool.load().config.clone();
-
-        if session.response_written().is_some() {
-            // The client already has a 200 and part of the stream: end it with an error
-            // line rather than a silent truncation.
-            let msg = if stalled {
-                format!(
-                    "backend '{backend}' stalled: no data for {}",
-                    humantime::format_duration(config.timeouts.idle)
-                )
-            } else {
-                format!(
-                    "backend '{backend}' failed mid-stream: {}",
-                    e.etype().as_str()
-                )
-            };
-            if let Some(pick) = &ctx.current {
-                outcome::record_failure(&pick.backend.state, &config, &msg);
-                ctx.outcome_recorded = true;
-            }
-            let chunk = respond::stream_error_chunk(ctx.sse, &msg);
-            if let Err(we) = session.write_response_body(Some(chunk), true).await {
-                tracing::debug!("could not end the stream with an error: {we}");
-            }
-            return no_reuse(ctx.status);
-        }
-
-        let (code, msg) = match e.etype() {
-            ErrorType::HTTPStatus(code) => (
-                *code,
-                e.context
-                    .as_ref()
-                    .map_or_else(|| "request failed".to_string(), |c| c.to_string()),
-            ),
-            ErrorType::ReadTimedout => (
-                504,
-                format!(
-                    "backend '{backend}' sent no response within {}",
-                    humantime::format_duration(config.timeouts.first_byte)
-                ),
-            ),
-            ErrorType::ConnectTimedout
-            | ErrorType::ConnectRefused
-            | ErrorType::ConnectNoRoute
-            | ErrorType::ConnectError
-            | ErrorType::SocketError => (
-                502,
-                format!("backend '{backend}' unreachable: {}", e.etype().as_str()),
-            ),
-            _ if *e.esource() == ErrorSource::Downstream => {
-                (400, format!("bad request: {}", e.etype().as_str()))
-            }
-            _ => (
-                502,
-                format!("backend '{backend}' failed: {}", e.etype().as_str()),
-            ),
-        };
-        if code == 504 || code == 502 {
-            if let (Some(pick), false) = (&ctx.current, ctx.outcome_recorded) {
-                outcome::record_failure(&pick.backend.state, &config, &msg);
-                ctx.outcome_recorded = true;
-            }
-        }
-        ctx.status = code;
-        let openai = ctx.endpoint.is_openai();
-        let retry_after = config.routing.retry_after.as_secs();
-        if let Err(we) = respond::write_error(session, openai, code, &msg, retry_after).await {
-            tracing::debug!("could not send the error response: {we}");
-        }
-        no_reuse(code)
+        self.answer_failure(session, e, ctx).await
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
