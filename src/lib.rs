@@ -16,4 +16,5 @@ pub mod proxy;
 pub mod reload;
 pub mod routing;
 pub mod server;
+pub mod shutdown;
 pub mod sim;

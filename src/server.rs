@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 
 use crate::admin::AdminService;
@@ -16,11 +16,13 @@ use crate::pool::Pool;
 use crate::proxy::CorralProxy;
 use crate::reload::{ReloadStatus, Reloader};
 use crate::routing::AdmissionQueue;
+use crate::shutdown::DrainOnTerm;
 
 /// A built, not yet running, corral server.
 pub struct Corral {
     pub server: Server,
     pub pool: Arc<Pool>,
+    queue: Arc<AdmissionQueue>,
 }
 
 pub fn build(config: Config) -> anyhow::Result<Corral> {
@@ -34,7 +36,8 @@ pub fn build_from(config: Config, config_path: Option<PathBuf>) -> anyhow::Resul
     crate::admin::auth::check_config(&config)?;
     let conf = ServerConf {
         threads: config.threads,
-        // SIGTERM lets in-flight generations finish for this long, then stops.
+        // SIGTERM is handled by `shutdown::DrainOnTerm`, which waits only as long as
+        // requests are in flight; this covers a GracefulTerminate from elsewhere.
         grace_period_seconds: Some(config.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
         // One retry per allowed backend switch, plus the first attempt.
@@ -64,17 +67,30 @@ pub fn build_from(config: Config, config_path: Option<PathBuf>) -> anyhow::Resul
         let reloader = Reloader::new(pool.clone(), path, reloads.clone());
         server.add_service(background_service("reload", reloader));
     }
-    let mut admin = AdminService::new(pool.clone(), queue).with_reloads(reloads);
+    let mut admin = AdminService::new(pool.clone(), queue.clone()).with_reloads(reloads);
     if let Some(cluster) = pool.yaml_config().cluster.clone() {
         admin = admin.with_cluster(crate::cluster::start(&mut server, cluster, &pool));
     }
     server.add_service(background_service("admin", admin));
-    Ok(Corral { server, pool })
+    Ok(Corral {
+        server,
+        pool,
+        queue,
+    })
 }
 
 impl Corral {
-    /// Runs until SIGTERM/SIGINT; never returns.
+    /// Runs until SIGINT, or SIGTERM and the drain after it; never returns.
     pub fn run_forever(self) -> ! {
-        self.server.run_forever()
+        let grace = self.pool.yaml_config().shutdown_grace;
+        let drain = DrainOnTerm {
+            pool: self.pool.clone(),
+            queue: self.queue,
+            grace,
+        };
+        self.server.run(RunArgs {
+            shutdown_signal: Box::new(drain),
+        });
+        std::process::exit(0)
     }
 }

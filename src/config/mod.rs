@@ -36,7 +36,7 @@ pub struct Config {
     /// Worker threads of the proxy service.
     #[serde(default = "defaults::threads")]
     pub threads: usize,
-    /// On SIGTERM, how long in-flight requests may finish before corral exits.
+    /// On SIGTERM, the longest wait for in-flight requests before corral exits anyway.
     #[serde(
         default = "defaults::shutdown_grace",
         deserialize_with = "de::duration"
