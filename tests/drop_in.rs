@@ -186,12 +186,7 @@ async fn large_bodies_are_streamed_not_buffered() {
     // A chat body far larger than Pingora's 64 KiB retry buffer, model first.
     let long = "word ".repeat(100_000);
     let body = json!({"model": "llama3", "stream": false, "messages": [{"role": "user", "content": long}]});
-    let r = http
-        .post(format!("{}/api/chat", c.url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = c.post_json("/api/chat", &body).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert!(v["prompt_eval_count"].as_u64().unwrap() > 100_000, "{v}");
@@ -243,24 +238,14 @@ async fn bad_requests_get_ollama_shaped_errors() {
         .unwrap()
         .contains("invalid JSON"));
 
-    let r = http
-        .post(format!("{}/api/generate", c.url()))
-        .json(&json!({"prompt": "x"}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post_json("/api/generate", &json!({"prompt": "x"})).await;
     assert_eq!(r.status(), 400);
     assert_eq!(
         r.json::<Value>().await.unwrap()["error"],
         "model is required"
     );
 
-    let r = http
-        .post(format!("{}/api/chat", c.url()))
-        .json(&json!({"model": "nope"}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post_json("/api/chat", &json!({"model": "nope"})).await;
     assert_eq!(r.status(), 404);
     assert_eq!(
         r.json::<Value>().await.unwrap()["error"],
@@ -268,12 +253,12 @@ async fn bad_requests_get_ollama_shaped_errors() {
     );
 
     // OpenAI routes answer in OpenAI's error shape.
-    let r = http
-        .post(format!("{}/v1/chat/completions", c.url()))
-        .json(&json!({"model": "nope", "messages": []}))
-        .send()
-        .await
-        .unwrap();
+    let r = c
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "nope", "messages": []}),
+        )
+        .await;
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert!(

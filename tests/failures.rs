@@ -122,19 +122,8 @@ async fn backend_dying_mid_stream_ends_the_stream_with_an_error_line() {
     let c = start_corral(&backends_yaml(&[&a], 1)).await;
     wait_routable(&c, &["llama3"]).await;
     a.set_fault("die_mid_stream").await;
-    // corral closes a connection whose stream it had to cut: no pooling, so the next
-    // request does not race that close.
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
 
-    let resp = http
-        .post(format!("{}/api/chat", c.url()))
-        .json(&chat("llama3"))
-        .send()
-        .await
-        .unwrap();
+    let resp = c.post_json("/api/chat", &chat("llama3")).await;
     assert_eq!(resp.status(), 200);
     let lines = read_lines(resp).await.expect("stream ends cleanly");
     let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
@@ -147,12 +136,7 @@ async fn backend_dying_mid_stream_ends_the_stream_with_an_error_line() {
     // The OpenAI dialect gets an SSE error event instead.
     let body =
         json!({"model": "llama3", "stream": true, "messages": [{"role": "user", "content": "x"}]});
-    let resp = http
-        .post(format!("{}/v1/chat/completions", c.url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = c.post_json("/v1/chat/completions", &body).await;
     let lines = read_lines(resp).await.expect("sse ends cleanly");
     let last = lines.last().unwrap().strip_prefix("data: ").unwrap();
     let v: Value = serde_json::from_str(last).unwrap();
@@ -188,19 +172,9 @@ async fn stalls_hit_the_idle_and_first_byte_timeouts() {
     ))
     .await;
     wait_routable(&c, &["llama3"]).await;
-    // A cut stream closes its connection: no pooling (see above).
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
 
     a.set_fault("hang_mid_stream").await;
-    let resp = http
-        .post(format!("{}/api/chat", c.url()))
-        .json(&chat("llama3"))
-        .send()
-        .await
-        .unwrap();
+    let resp = c.post_json("/api/chat", &chat("llama3")).await;
     assert_eq!(resp.status(), 200, "{}", c.proc.log());
     let lines = read_lines(resp).await.expect("stream ends");
     let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
@@ -210,12 +184,7 @@ async fn stalls_hit_the_idle_and_first_byte_timeouts() {
     );
 
     a.set_fault("hang").await;
-    let resp = http
-        .post(format!("{}/api/chat", c.url()))
-        .json(&chat("llama3"))
-        .send()
-        .await
-        .unwrap();
+    let resp = c.post_json("/api/chat", &chat("llama3")).await;
     assert_eq!(resp.status(), 504);
     let v: Value = resp.json().await.unwrap();
     assert!(
@@ -232,26 +201,17 @@ async fn backend_errors_pass_through_untouched() {
     let a = start_sim(&["--models", "llama3"]);
     let c = start_corral(&backends_yaml(&[&a], 1)).await;
     wait_routable(&c, &["llama3"]).await;
-    let http = reqwest::Client::new();
     a.set_fault("busy").await;
-    let r = http
-        .post(format!("{}/api/chat", c.url()))
-        .json(&chat("llama3"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post_json("/api/chat", &chat("llama3")).await;
     assert_eq!(r.status(), 503);
     assert!(r.json::<Value>().await.unwrap()["error"]
         .as_str()
         .unwrap()
         .starts_with("server busy"));
     a.set_fault("fail").await;
-    let r = http
-        .post(format!("{}/api/generate", c.url()))
-        .json(&json!({"model": "llama3", "prompt": "x"}))
-        .send()
-        .await
-        .unwrap();
+    let r = c
+        .post_json("/api/generate", &json!({"model": "llama3", "prompt": "x"}))
+        .await;
     assert_eq!(r.status(), 500);
 }
 
@@ -268,14 +228,13 @@ async fn connect_failure_is_retried_on_another_backend() {
     wait_routable(&c, &["llama3"]).await;
     c.wait_healthy(2).await;
     b.proc.kill();
-    let http = reqwest::Client::new();
     for _ in 0..6 {
-        let r = http
-            .post(format!("{}/api/generate", c.url()))
-            .json(&json!({"model": "llama3", "prompt": "x", "stream": false}))
-            .send()
-            .await
-            .unwrap();
+        let r = c
+            .post_json(
+                "/api/generate",
+                &json!({"model": "llama3", "prompt": "x", "stream": false}),
+            )
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-corral-backend"], "b0");
     }

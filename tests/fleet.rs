@@ -36,12 +36,7 @@ async fn two_boxes(a_models: &str, b_models: &str) -> (Sim, Sim, Corral) {
 async fn pull_goes_to_a_box_lacking_the_model_or_to_all() {
     let (a, b, c) = two_boxes("llama3", "qwen").await;
     let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{}/api/pull", c.url()))
-        .json(&json!({"model": "llama3"}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post_json("/api/pull", &json!({"model": "llama3"})).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-corral-backend"], "b1");
     let lines = read_lines(r).await.unwrap();
@@ -80,12 +75,12 @@ async fn delete_and_copy_reach_every_box_holding_the_model() {
     let (a, b, c) = two_boxes("llama3,qwen", "llama3").await;
     wait_model(&c, "llama3").await;
     let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{}/api/copy", c.url()))
-        .json(&json!({"source": "llama3", "destination": "mine"}))
-        .send()
-        .await
-        .unwrap();
+    let r = c
+        .post_json(
+            "/api/copy",
+            &json!({"source": "llama3", "destination": "mine"}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert!(sim_models(&a).await.contains(&"mine:latest".to_string()));
     assert!(sim_models(&b).await.contains(&"mine:latest".to_string()));
@@ -166,11 +161,11 @@ async fn blobs_and_the_create_using_them_meet_on_one_box() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let r = http
-        .post(format!("{}/api/create", c.url()))
-        .json(&json!({"model": "custom", "files": {"model.gguf": digest}, "stream": false}))
-        .send()
-        .await
-        .unwrap();
+    let r = c
+        .post_json(
+            "/api/create",
+            &json!({"model": "custom", "files": {"model.gguf": digest}, "stream": false}),
+        )
+        .await;
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
 }

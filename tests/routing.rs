@@ -41,18 +41,17 @@ async fn least_loaded_fills_backends_by_capacity() {
     );
     let c = start_corral(&yaml).await;
     wait_routable(&c, &["llama3"]).await;
-    let http = reqwest::Client::new();
 
     // Open 4 streams one after another, each confirmed started before the next.
     let mut open = Vec::new();
     let mut served_by = Vec::new();
     for _ in 0..4 {
-        let r = http
-            .post(format!("{}/api/chat", c.url()))
-            .json(&json!({"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .unwrap();
+        let r = c
+            .post_json(
+                "/api/chat",
+                &json!({"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
         served_by.push(
             r.headers()["x-corral-backend"]
                 .to_str()
@@ -95,15 +94,9 @@ async fn round_robin_alternates() {
     .await;
     wait_routable(&c, &["llama3"]).await;
     c.wait_healthy(2).await;
-    let http = reqwest::Client::new();
     let mut seen = Vec::new();
     for _ in 0..6 {
-        let r = http
-            .post(format!("{}/api/show", c.url()))
-            .json(&json!({"model": "llama3"}))
-            .send()
-            .await
-            .unwrap();
+        let r = c.post_json("/api/show", &json!({"model": "llama3"})).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-corral-route"], "round_robin");
         seen.push(
@@ -130,14 +123,8 @@ async fn unprobed_and_unhealthy_backends_get_no_traffic() {
     );
     let c = start_corral(&yaml).await;
     wait_routable(&c, &["llama3"]).await;
-    let http = reqwest::Client::new();
     for _ in 0..5 {
-        let r = http
-            .post(format!("{}/api/show", c.url()))
-            .json(&json!({"model": "llama3"}))
-            .send()
-            .await
-            .unwrap();
+        let r = c.post_json("/api/show", &json!({"model": "llama3"})).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-corral-backend"], "live");
     }

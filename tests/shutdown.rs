@@ -49,12 +49,7 @@ async fn sigterm_finishes_streams_in_flight_then_exits() {
         .build()
         .unwrap();
     let body = json!({"model": "llama3", "messages": [{"role": "user", "content": "a story"}]});
-    let resp = http
-        .post(format!("{}/api/chat", c.url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = c.post_json("/api/chat", &body).await;
     let mut stream = resp.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
     assert!(!first.is_empty());

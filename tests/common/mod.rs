@@ -154,6 +154,20 @@ impl Corral {
         ollama_rs::Ollama::try_new(self.url()).expect("corral url")
     }
 
+    /// POSTs a JSON body to the proxy. Each call gets its own connection, so a test
+    /// never races corral closing a connection whose stream it had cut.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("http client")
+            .post(format!("{}{path}", self.url()))
+            .json(body)
+            .send()
+            .await
+            .expect("request to corral")
+    }
+
     /// GETs an admin API path as JSON; `None` while the admin API is not answering.
     pub async fn admin(&self, path: &str) -> Option<serde_json::Value> {
         let url = format!("{}{path}", admin_url(self));
