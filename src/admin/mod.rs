@@ -9,6 +9,8 @@ mod read;
 mod views;
 mod write;
 
+pub use write::check_token;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -3,48 +3,47 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
 use crate::config::BackendConfig;
+use crate::pool::Pool;
 
 use super::error::ApiError;
 use super::views::BackendView;
 use super::{auth, persist, AdminState};
 
-/// Lets a request through when no token is configured or it carries the right one.
-pub async fn require_token(State(s): State<AdminState>, req: Request, next: Next) -> Response {
-    let config = s.pool.yaml_config();
-    let expected = match auth::resolve(&config.admin) {
-        Ok(t) => t,
-        // E.g. the token file became unreadable: refuse rather than open up.
-        Err(e) => {
-            return ApiError::internal(format!("admin token unavailable: {e}")).into_response()
-        }
+/// Passes when no admin token is configured or `headers` carry the right one;
+/// otherwise a 401 (or a 500 when the configured token cannot be read — refusing
+/// rather than opening up). The admin API and the cluster endpoints share it.
+pub fn check_token(pool: &Pool, headers: &HeaderMap) -> Result<(), ApiError> {
+    let expected = match auth::resolve(&pool.yaml_config().admin) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(ApiError::internal(format!("admin token unavailable: {e}"))),
     };
-    if let Some(expected) = expected {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if !auth::bearer_matches(&expected, given) {
-            let mut r = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong admin token (Authorization: Bearer TOKEN)",
-            )
-            .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            return r;
-        }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if auth::bearer_matches(&expected, given) {
+        return Ok(());
     }
-    next.run(req).await
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong admin token (Authorization: Bearer TOKEN)",
+    ))
+}
+
+/// Middleware form of [`check_token`] for the mutating routes.
+pub async fn require_token(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+    match check_token(&s.pool, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Writes the pool's run-time state to the state file, if there is one. Returns

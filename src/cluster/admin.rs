@@ -66,29 +66,8 @@ impl ClusterAdmin {
     }
 
     /// Mutating calls need the admin token when one is configured.
-    pub(super) fn authorized(&self, req_auth: Option<&str>) -> Result<(), Response> {
-        let config = self.pool.yaml_config();
-        match crate::admin::auth::resolve(&config.admin) {
-            Ok(None) => Ok(()),
-            Ok(Some(t)) if crate::admin::auth::bearer_matches(&t, req_auth) => Ok(()),
-            Ok(Some(_)) => {
-                let mut r = error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing or wrong admin token (Authorization: Bearer TOKEN)",
-                );
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    header::HeaderValue::from_static("Bearer"),
-                );
-                Err(r)
-            }
-            Err(e) => Err(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("admin token unavailable: {e}"),
-            )),
-        }
+    pub(super) fn authorized(&self, headers: &axum::http::HeaderMap) -> Result<(), Response> {
+        crate::admin::check_token(&self.pool, headers).map_err(IntoResponse::into_response)
     }
 }
 
@@ -131,10 +110,7 @@ async fn add_peer(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if let Err(r) = a.authorized(auth) {
+    if let Err(r) = a.authorized(&headers) {
         return r;
     }
     let req: AddPeer = match serde_json::from_slice(&body) {
@@ -171,10 +147,7 @@ async fn remove_peer(
     headers: axum::http::HeaderMap,
     Path(id): Path<NodeId>,
 ) -> Response {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if let Err(r) = a.authorized(auth) {
+    if let Err(r) = a.authorized(&headers) {
         return r;
     }
     let c = match a.member() {
@@ -201,12 +174,7 @@ async fn intercept(State(a): State<ClusterAdmin>, req: Request, next: Next) -> R
     let Some(write) = writes::classify(req.method(), &path) else {
         return next.run(req).await;
     };
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if let Err(r) = a.authorized(auth.as_deref()) {
+    if let Err(r) = a.authorized(req.headers()) {
         return r;
     }
     let body = match to_bytes(req.into_body(), MAX_BODY).await {
