@@ -11,7 +11,10 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so the watch follows a paused test clock like its own sleeps do.
+use tokio::time::Instant;
 
 struct Shared {
     start: Instant,
@@ -55,7 +58,7 @@ impl StallWatch {
             loop {
                 let last = Duration::from_millis(shared.last_ms.load(Ordering::Relaxed));
                 let deadline = shared.start + last + idle;
-                tokio::time::sleep_until(deadline.into()).await;
+                tokio::time::sleep_until(deadline).await;
                 let last = Duration::from_millis(shared.last_ms.load(Ordering::Relaxed));
                 if shared.start.elapsed() >= last + idle {
                     let mut socket = shared.socket.lock().unwrap_or_else(|p| p.into_inner());
@@ -120,14 +123,21 @@ mod tests {
             .unwrap();
         assert_eq!(n.unwrap(), 0);
         assert!(watch.fired());
+    }
 
-        let mut kept = TcpStream::connect(addr).unwrap();
-        let (mut peer2, _) = listener.accept().unwrap();
+    #[tokio::test(start_paused = true)]
+    async fn a_disarmed_watch_never_fires() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut kept = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
         let mut watch = StallWatch::new(kept.as_raw_fd()).unwrap();
         watch.arm(Duration::from_millis(50));
         watch.disarm();
-        drop(watch);
-        std::io::Write::write_all(&mut peer2, b"x").unwrap();
+        // Far past the idle time: an armed watch would have shut the socket down.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        tokio::task::yield_now().await;
+        assert!(!watch.fired());
+        std::io::Write::write_all(&mut peer, b"x").unwrap();
         let mut one = [0u8; 1];
         kept.read_exact(&mut one).unwrap();
         assert_eq!(&one, b"x");
