@@ -164,7 +164,6 @@ impl CorralProxy {
             .ok()?;
         tracing::debug!(from = %state.name, to = next.backend.name(), "backend busy, retrying");
         ctx.planned = Some(next);
-        ctx.outcome_recorded = false;
         Some(Error::explain(
             ErrorType::Custom(BUSY),
             format!("backend '{}' busy", state.name),
