@@ -79,6 +79,10 @@ pub struct Metrics {
     backend_ejected: IntGaugeVec,
     backend_draining: IntGaugeVec,
     ejections: IntCounterVec,
+    ejections_capped: IntCounterVec,
+    panic_routes: IntCounterVec,
+    unexpected_answers: IntCounterVec,
+    model_loads: IntCounterVec,
     queue_depth: IntGauge,
     queue_wait: Histogram,
     reloads: IntCounterVec,
@@ -204,6 +208,30 @@ impl Metrics {
                 "Times live-traffic failures ejected the backend.",
                 &["backend"],
             ),
+            ejections_capped: counter(
+                r,
+                "corral_backend_ejections_capped_total",
+                "Ejections not made because health.max_ejection_percent of the backend's peers were out already.",
+                &["backend"],
+            ),
+            panic_routes: counter(
+                r,
+                "corral_panic_routes_total",
+                "Requests sent to an ejected backend because every candidate was ejected (panic mode).",
+                &["backend"],
+            ),
+            unexpected_answers: counter(
+                r,
+                "corral_backend_unexpected_answers_total",
+                "Complete, well-framed answers that lacked what corral expected (e.g. a final done chunk); not held against the backend.",
+                &["backend"],
+            ),
+            model_loads: counter(
+                r,
+                "corral_model_loads_total",
+                "Model loads on a backend: reason=request (an answer reported a load) or prewarm (corral loaded ahead of need).",
+                &["backend", "reason"],
+            ),
             queue_depth: reg(
                 r,
                 IntGauge::new(
@@ -305,12 +333,33 @@ impl Metrics {
                 self.load_duration
                     .with_label_values(&[backend, model])
                     .observe(s.load_ns as f64 / 1e9);
+                self.model_loads
+                    .with_label_values(&[backend, "request"])
+                    .inc();
             }
         }
     }
 
     pub fn backend_ejected(&self, backend: &str) {
         self.ejections.with_label_values(&[backend]).inc();
+    }
+
+    pub fn ejection_capped(&self, backend: &str) {
+        self.ejections_capped.with_label_values(&[backend]).inc();
+    }
+
+    pub fn panic_route(&self, backend: &str) {
+        self.panic_routes.with_label_values(&[backend]).inc();
+    }
+
+    pub fn unexpected_answer(&self, backend: &str) {
+        self.unexpected_answers.with_label_values(&[backend]).inc();
+    }
+
+    pub fn model_prewarmed(&self, backend: &str) {
+        self.model_loads
+            .with_label_values(&[backend, "prewarm"])
+            .inc();
     }
 
     pub fn config_reload(&self, ok: bool) {
@@ -344,6 +393,11 @@ impl Metrics {
             self.backend_draining
                 .with_label_values(&name)
                 .set(s.is_draining() as i64);
+            // Counters a dashboard plots exist at zero before their first event.
+            self.ejections.with_label_values(&name);
+            for reason in ["request", "prewarm"] {
+                self.model_loads.with_label_values(&[b.name(), reason]);
+            }
         }
         self.queue_depth.set(queue_depth as i64);
         self.serving.set(serving as i64);

@@ -15,7 +15,7 @@ use crate::health::HealthChecker;
 use crate::pool::Pool;
 use crate::proxy::CorralProxy;
 use crate::reload::{ReloadStatus, Reloader};
-use crate::routing::AdmissionQueue;
+use crate::routing::{AdmissionQueue, DemandTable, Prewarm};
 use crate::shutdown::DrainOnTerm;
 
 /// A built, not yet running, corral server.
@@ -52,7 +52,8 @@ pub fn build_from(config: Config, config_path: Option<PathBuf>) -> anyhow::Resul
     let pool = Arc::new(crate::admin::persist::restore_pool(config)?);
 
     let queue = Arc::new(AdmissionQueue::default());
-    let proxy_app = CorralProxy::new(pool.clone(), queue.clone());
+    let demand = Arc::new(DemandTable::default());
+    let proxy_app = CorralProxy::new(pool.clone(), queue.clone(), demand.clone());
     let mut proxy = http_proxy_service(&server.configuration, proxy_app);
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
@@ -61,6 +62,10 @@ pub fn build_from(config: Config, config_path: Option<PathBuf>) -> anyhow::Resul
     server.add_service(background_service(
         "health",
         HealthChecker::new(pool.clone()),
+    ));
+    server.add_service(background_service(
+        "placement",
+        Prewarm::new(pool.clone(), queue.clone(), demand),
     ));
     let reloads = Arc::new(ReloadStatus::default());
     if let Some(path) = config_path {

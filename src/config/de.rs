@@ -74,6 +74,15 @@ pub fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     d.deserialize_u64(Positive(std::marker::PhantomData))
 }
 
+/// A percentage, 0 to 100.
+pub fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let v = u64::deserialize(d)?;
+    u8::try_from(v)
+        .ok()
+        .filter(|p| *p <= 100)
+        .ok_or_else(|| de::Error::custom(format!("{v} is not a percentage (0 to 100)")))
+}
+
 /// The affinity load bound: a factor over the average load, at least 1.
 pub fn load_bound<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     struct BoundVisitor;

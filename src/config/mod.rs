@@ -121,6 +121,10 @@ pub struct RoutingConfig {
     /// Longest wait in the queue before a 503.
     #[serde(default = "defaults::queue_timeout", deserialize_with = "de::duration")]
     pub queue_timeout: Duration,
+    /// Load a model ahead of need on an idle box when its demand exceeds the slots of
+    /// the boxes holding it (`affinity` only).
+    #[serde(default = "defaults::yes")]
+    pub prewarm: bool,
 }
 
 impl Default for RoutingConfig {
@@ -134,6 +138,7 @@ impl Default for RoutingConfig {
             bound: defaults::bound(),
             queue_size: defaults::queue_size(),
             queue_timeout: defaults::queue_timeout(),
+            prewarm: true,
         }
     }
 }
@@ -173,6 +178,14 @@ pub struct HealthConfig {
     /// After Ollama answers 503 "server busy", how long its capacity counts as reduced.
     #[serde(default = "defaults::busy_backoff", deserialize_with = "de::duration")]
     pub busy_backoff: Duration,
+    /// Passive ejection never takes out more than this share of the backends that
+    /// could serve a model (but always may take one); when every candidate is out,
+    /// requests are routed to them anyway ("panic mode").
+    #[serde(
+        default = "defaults::max_ejection_percent",
+        deserialize_with = "de::percent"
+    )]
+    pub max_ejection_percent: u8,
 }
 
 impl HealthConfig {
@@ -196,6 +209,7 @@ impl Default for HealthConfig {
             eject_base: defaults::eject_base(),
             eject_max: defaults::eject_max(),
             busy_backoff: defaults::busy_backoff(),
+            max_ejection_percent: defaults::max_ejection_percent(),
         }
     }
 }
@@ -314,6 +328,9 @@ mod defaults {
     }
     pub fn busy_backoff() -> Duration {
         Duration::from_secs(5)
+    }
+    pub fn max_ejection_percent() -> u8 {
+        50
     }
     pub fn health_interval() -> Duration {
         Duration::from_secs(2)

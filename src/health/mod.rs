@@ -49,10 +49,11 @@ impl HealthChecker {
 
     async fn probe_one(&self, backend: &Arc<Backend>, timeout: Duration, rise: u32, fall: u32) {
         let state = &backend.state;
+        let sent = crate::pool::now_ms();
         let change = match probe(&self.client, &backend.config.url, timeout).await {
             Ok(p) => {
                 state.addr.store(Some(Arc::new(p.addr)));
-                state.inventory.store(Arc::new(p.inventory));
+                state.apply_inventory(p.inventory, sent);
                 state.last_error.store(None);
                 state.record_probe(true, rise, fall)
             }

@@ -2,10 +2,12 @@
 //! live per-backend state that outlives table rebuilds.
 
 mod passive;
+mod residency;
 mod state;
 mod table;
 
-pub use passive::{now_ms, EjectPolicy, PassiveHealth};
+pub use passive::{now_ms, EjectPolicy, FailureVerdict, PassiveHealth};
+pub use residency::{ModelInFlight, ModelUse, Residency, ResidentModel};
 pub use state::{BackendState, HealthChange, InFlight, Inventory, SlotWatcher};
 pub use table::{Backend, RoutingTable};
 

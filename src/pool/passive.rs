@@ -25,6 +25,17 @@ pub struct PassiveHealth {
     busy_capacity: AtomicUsize,
 }
 
+/// What one failure did to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureVerdict {
+    /// Counted; not (yet) enough to eject.
+    Counted,
+    /// Ejected for this long.
+    Ejected(Duration),
+    /// Enough to eject, but too many of its peers are out already.
+    Capped,
+}
+
 /// Limits for ejection, from the config.
 #[derive(Debug, Clone, Copy)]
 pub struct EjectPolicy {
@@ -63,12 +74,24 @@ impl PassiveHealth {
         self.ejections.store(0, Ordering::Relaxed);
     }
 
-    /// Counts a failure; returns the ejection time when this one ejects the backend.
-    pub fn record_failure(&self, policy: EjectPolicy) -> Option<Duration> {
+    /// Counts a failure. When that makes too many in a row, the backend is ejected if
+    /// `may_eject` allows (the fleet-wide cap); otherwise it stays in, and the next
+    /// failure asks again.
+    pub fn record_failure(
+        &self,
+        policy: EjectPolicy,
+        may_eject: impl FnOnce() -> bool,
+    ) -> FailureVerdict {
         let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         // On probation a single failure is enough.
         if n < policy.after_failures && !self.on_probation() {
-            return None;
+            return FailureVerdict::Counted;
+        }
+        if self.is_ejected() {
+            return FailureVerdict::Counted;
+        }
+        if !may_eject() {
+            return FailureVerdict::Capped;
         }
         self.consecutive_failures.store(0, Ordering::Relaxed);
         let k = self.ejections.fetch_add(1, Ordering::Relaxed).min(16);
@@ -76,7 +99,7 @@ impl PassiveHealth {
         self.ejected_until
             .store(now_ms() + backoff.as_millis() as u64, Ordering::Relaxed);
         self.total_ejections.fetch_add(1, Ordering::Relaxed);
-        Some(backoff)
+        FailureVerdict::Ejected(backoff)
     }
 
     /// The backend refused work while `in_flight` requests (including the refused one)
@@ -111,24 +134,40 @@ mod tests {
     #[test]
     fn ejects_after_consecutive_failures_with_capped_backoff() {
         let p = PassiveHealth::default();
-        assert_eq!(p.record_failure(POLICY), None);
+        let fail = || p.record_failure(POLICY, || true);
+        assert_eq!(fail(), FailureVerdict::Counted);
         p.record_success();
-        assert_eq!(p.record_failure(POLICY), None);
-        assert_eq!(p.record_failure(POLICY), None);
-        assert_eq!(p.record_failure(POLICY), Some(Duration::from_secs(60)));
+        assert_eq!(fail(), FailureVerdict::Counted);
+        assert_eq!(fail(), FailureVerdict::Counted);
+        assert_eq!(fail(), FailureVerdict::Ejected(Duration::from_secs(60)));
         assert!(p.is_ejected());
         // Still failing after the ejection: backoff doubles, then hits the cap.
         p.ejected_until.store(0, Ordering::Relaxed);
         assert!(p.on_probation());
         assert_eq!(p.effective_capacity(4), 1);
-        assert_eq!(p.record_failure(POLICY), Some(Duration::from_secs(120)));
+        assert_eq!(fail(), FailureVerdict::Ejected(Duration::from_secs(120)));
         p.ejected_until.store(0, Ordering::Relaxed);
-        assert_eq!(p.record_failure(POLICY), Some(Duration::from_secs(200)));
+        assert_eq!(fail(), FailureVerdict::Ejected(Duration::from_secs(200)));
         // A success on probation restores it fully.
         p.ejected_until.store(0, Ordering::Relaxed);
         p.record_success();
         assert!(!p.on_probation());
         assert_eq!(p.effective_capacity(4), 4);
+    }
+
+    #[test]
+    fn a_capped_ejection_leaves_the_backend_in_and_asks_again() {
+        let p = PassiveHealth::default();
+        for _ in 0..2 {
+            assert_eq!(p.record_failure(POLICY, || false), FailureVerdict::Counted);
+        }
+        assert_eq!(p.record_failure(POLICY, || false), FailureVerdict::Capped);
+        assert!(!p.is_ejected());
+        assert_eq!(p.record_failure(POLICY, || false), FailureVerdict::Capped);
+        assert_eq!(
+            p.record_failure(POLICY, || true),
+            FailureVerdict::Ejected(Duration::from_secs(60))
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use crate::model::ModelName;
 
 use super::passive::PassiveHealth;
+use super::residency::Residency;
 
 /// What the last successful probe saw on a backend.
 #[derive(Debug, Default, Clone)]
@@ -18,7 +19,8 @@ pub struct Inventory {
     pub version: Option<String>,
     /// Models on disk (`/api/tags`), normalized.
     pub models: HashSet<ModelName>,
-    /// Models loaded in memory (`/api/ps`), normalized.
+    /// Models loaded in memory (`/api/ps`), normalized. Routing reads the
+    /// `Residency` belief instead, which this only seeds.
     pub resident: HashSet<ModelName>,
     /// The raw `/api/tags` entries, for the merged fleet listing.
     pub tags_json: Vec<serde_json::Value>,
@@ -37,6 +39,8 @@ pub struct BackendState {
     consecutive_ok: AtomicU32,
     consecutive_fail: AtomicU32,
     pub inventory: ArcSwap<Inventory>,
+    /// Which models are loaded, kept true between probes.
+    pub residency: Residency,
     /// Resolved socket address; probes refresh it so DNS changes are followed.
     pub addr: ArcSwapOption<SocketAddr>,
     pub last_error: ArcSwapOption<String>,
@@ -47,6 +51,8 @@ pub struct BackendState {
     service_ms: AtomicU64,
     /// Drained by an operator: takes no new requests, finishes what it has.
     draining: AtomicBool,
+    /// An answer in an unexpected shape was logged once already.
+    warned_unexpected: AtomicBool,
 }
 
 /// Outcome of feeding one probe result through the hysteresis.
@@ -68,12 +74,14 @@ impl BackendState {
             consecutive_ok: AtomicU32::new(0),
             consecutive_fail: AtomicU32::new(0),
             inventory: ArcSwap::from_pointee(Inventory::default()),
+            residency: Residency::default(),
             addr: ArcSwapOption::empty(),
             last_error: ArcSwapOption::empty(),
             passive: PassiveHealth::default(),
             load_ms: AtomicU64::new(0),
             service_ms: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            warned_unexpected: AtomicBool::new(false),
         }
     }
 
@@ -90,17 +98,10 @@ impl BackendState {
         self.draining.store(on, Ordering::Relaxed);
     }
 
-    /// Records that `model` is loaded here, as a successful answer proves, without
-    /// waiting for the next `/api/ps` probe.
-    pub fn learn_resident(&self, model: &ModelName) {
-        if self.has_resident(model) {
-            return;
-        }
-        self.inventory.rcu(|inv| {
-            let mut inv = Inventory::clone(inv);
-            inv.resident.insert(model.clone());
-            inv
-        });
+    /// Whether an unexpected answer from this backend was logged before (and marks it
+    /// logged now): one warning per backend, the metric counts the rest.
+    pub fn warned_unexpected(&self) -> bool {
+        self.warned_unexpected.swap(true, Ordering::Relaxed)
     }
 
     pub fn load_ms(&self) -> u64 {
@@ -140,7 +141,14 @@ impl BackendState {
     }
 
     pub fn has_resident(&self, model: &ModelName) -> bool {
-        self.inventory.load().resident.contains(model)
+        self.residency.contains(model)
+    }
+
+    /// Stores what a probe sent at `sent` (on `now_ms`'s clock) found.
+    pub fn apply_inventory(&self, inventory: Inventory, sent: u64) {
+        let resident: Vec<ModelName> = inventory.resident.iter().cloned().collect();
+        self.inventory.store(Arc::new(inventory));
+        self.residency.apply_probe(&resident, sent);
     }
 
     /// Applies one probe result with hysteresis: `rise` successes in a row to come back,

@@ -47,4 +47,36 @@ impl RoutingTable {
     pub fn get(&self, name: &str) -> Option<&Arc<Backend>> {
         self.backends.iter().find(|b| b.name() == name)
     }
+
+    /// Whether passive health may eject `backend` now: for every model it has, the
+    /// peers that could serve that model (probed healthy, not draining) that are
+    /// ejected already, plus this one, stay within `percent` of them — though one
+    /// may always go. A heuristic that reads failures must never empty the fleet.
+    pub fn may_eject(&self, backend: &BackendState, percent: u8) -> bool {
+        let serving = |b: &&Arc<Backend>| b.state.is_healthy() && !b.state.is_draining();
+        let within = |peers: &mut dyn Iterator<Item = &Arc<Backend>>| {
+            let (mut n, mut out) = (0usize, 0usize);
+            for b in peers {
+                n += 1;
+                if b.state.passive.is_ejected() && !std::ptr::eq(&*b.state, backend) {
+                    out += 1;
+                }
+            }
+            let allowed = (n * percent as usize / 100).max(1);
+            out < allowed
+        };
+        let models = backend.inventory.load();
+        if models.models.is_empty() {
+            return within(&mut self.backends.iter().filter(serving));
+        }
+        models.models.iter().all(|m| {
+            within(
+                &mut self
+                    .backends
+                    .iter()
+                    .filter(serving)
+                    .filter(|b| b.state.has_model(m)),
+            )
+        })
+    }
 }

@@ -3,12 +3,11 @@
 use std::time::Instant;
 
 use crate::model::ModelName;
-use crate::pool::InFlight;
 use crate::routing::{Need, Pick, RouteRequest};
 
+use super::attempt::Attempt;
 use super::endpoint::Endpoint;
 use super::observe::StreamObserver;
-use super::stall::StallWatch;
 
 pub struct RequestCtx {
     pub started: Instant,
@@ -21,23 +20,19 @@ pub struct RequestCtx {
     /// Chosen before proxying so a 404/503 can be answered with a body; taken by the
     /// first `upstream_peer` call. Retries pick again.
     pub planned: Option<Pick>,
-    /// The backend of the current attempt.
-    pub current: Option<Pick>,
-    /// Released when the attempt changes or the request ends, whatever the path.
-    pub in_flight: Option<InFlight>,
+    /// The current try at a backend; its slot is released when it is replaced or the
+    /// request ends, whatever the path.
+    pub attempt: Option<Attempt>,
     /// Backends this request already tried.
     pub tried: Vec<String>,
     /// Time spent in the admission queue.
     pub queued_ms: Option<u64>,
-    pub stall: Option<StallWatch>,
     /// The upstream's response is Server-Sent Events (OpenAI streaming).
     pub sse: bool,
+    /// The status the client is (or would be) answered.
     pub status: u16,
-    pub upstream_started: Option<Instant>,
     pub first_token: Option<Instant>,
     pub observer: StreamObserver,
-    /// The outcome was already fed to passive health (e.g. a connect failure).
-    pub outcome_recorded: bool,
 }
 
 impl RequestCtx {
@@ -49,22 +44,23 @@ impl RequestCtx {
             route: RouteRequest::new(Need::Any),
             target_all: false,
             planned: None,
-            current: None,
-            in_flight: None,
+            attempt: None,
             tried: Vec::new(),
             queued_ms: None,
-            stall: None,
             sse: false,
             status: 0,
-            upstream_started: None,
             first_token: None,
             observer: StreamObserver::default(),
-            outcome_recorded: false,
         }
     }
 
+    /// The backend and reason of the current attempt.
+    pub fn pick(&self) -> Option<&Pick> {
+        self.attempt.as_ref().map(|a| &a.pick)
+    }
+
     pub fn backend_name(&self) -> &str {
-        self.current.as_ref().map_or("-", |p| p.backend.name())
+        self.pick().map_or("-", |p| p.backend.name())
     }
 
     pub fn model_name(&self) -> Option<&ModelName> {

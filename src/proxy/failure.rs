@@ -9,7 +9,8 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::routing::{NoRoute, QueueError};
 
 use super::admission::Refusal;
-use super::{outcome, respond, CorralProxy, RequestCtx};
+use super::attempt::Outcome;
+use super::{respond, CorralProxy, RequestCtx};
 
 impl CorralProxy {
     /// Tells the client why its request will not be proxied.
@@ -52,8 +53,9 @@ impl CorralProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let backend = ctx.backend_name().to_string();
-        let stalled = ctx.stall.as_ref().is_some_and(|s| s.fired());
-        if let Some(stall) = ctx.stall.as_mut() {
+        let stall = ctx.attempt.as_mut().and_then(|a| a.stall.as_mut());
+        let stalled = stall.as_ref().is_some_and(|s| s.fired());
+        if let Some(stall) = stall {
             stall.disarm();
         }
         let no_reuse = |code| FailToProxy {
@@ -65,10 +67,14 @@ impl CorralProxy {
                 e.etype(),
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
             );
+        let table = self.pool.snapshot();
         if client_gone {
+            if let Some(attempt) = ctx.attempt.as_mut() {
+                attempt.settle(&table, Outcome::Neutral);
+            }
             return no_reuse(0);
         }
-        let config = self.pool.load().config.clone();
+        let config = table.config.clone();
 
         if session.response_written().is_some() {
             // The client already has a 200 and part of the stream: end it with an error
@@ -84,9 +90,8 @@ impl CorralProxy {
                     e.etype().as_str()
                 )
             };
-            if let Some(pick) = &ctx.current {
-                outcome::record_failure(&pick.backend.state, &config, &msg);
-                ctx.outcome_recorded = true;
+            if let Some(attempt) = ctx.attempt.as_mut() {
+                attempt.settle(&table, Outcome::Failed(&msg));
             }
             let chunk = respond::stream_error_chunk(ctx.sse, &msg);
             if let Err(we) = session.write_response_body(Some(chunk), true).await {
@@ -125,10 +130,11 @@ impl CorralProxy {
                 format!("backend '{backend}' failed: {}", e.etype().as_str()),
             ),
         };
-        if code == 504 || code == 502 {
-            if let (Some(pick), false) = (&ctx.current, ctx.outcome_recorded) {
-                outcome::record_failure(&pick.backend.state, &config, &msg);
-                ctx.outcome_recorded = true;
+        // corral's own refusals (HTTPStatus) come after the attempt was settled; a
+        // client's own bad framing is not the backend's fault either.
+        if code == 504 || (code == 502 && *e.esource() != ErrorSource::Downstream) {
+            if let Some(attempt) = ctx.attempt.as_mut() {
+                attempt.settle(&table, Outcome::Failed(&msg));
             }
         }
         ctx.status = code;
@@ -148,19 +154,18 @@ impl CorralProxy {
     /// Ollama answered 503 "busy" before doing any work: when another backend can take
     /// the request now, mark this one busy and retry there instead of passing the 503 on.
     pub(super) fn retry_busy(&self, session: &Session, ctx: &mut RequestCtx) -> Option<Box<Error>> {
-        let config = self.pool.load().config.clone();
-        if ctx.tried.len() > config.routing.max_retries || session.as_ref().retry_buffer_truncated()
+        let table = self.pool.snapshot();
+        if ctx.tried.len() > table.config.routing.max_retries
+            || session.as_ref().retry_buffer_truncated()
         {
             return None;
         }
-        let pick = ctx.current.as_ref()?;
-        let state = &pick.backend.state;
-        state
-            .passive
-            .record_busy(state.in_flight(), config.health.busy_backoff);
+        let attempt = ctx.attempt.as_mut()?;
+        attempt.settle(&table, Outcome::Busy);
+        let state = attempt.pick.backend.state.clone();
         let next = self
             .router
-            .pick_backend(&self.pool.load(), &ctx.route, &ctx.tried)
+            .pick_backend(&table, &ctx.route, &ctx.tried)
             .ok()?;
         tracing::debug!(from = %state.name, to = next.backend.name(), "backend busy, retrying");
         ctx.planned = Some(next);

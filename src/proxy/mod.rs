@@ -3,6 +3,7 @@
 //! library understands.
 
 mod admission;
+mod attempt;
 mod ctx;
 pub mod endpoint;
 mod failure;
@@ -28,9 +29,10 @@ use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 
-use crate::pool::{InFlight, Pool, SlotWatcher};
-use crate::routing::{AdmissionQueue, Router};
+use crate::pool::{Pool, SlotWatcher};
+use crate::routing::{AdmissionQueue, DemandTable, Router};
 use admission::Refusal;
+use attempt::{Attempt, Outcome};
 use failure::{no_route_error, BUSY};
 
 pub struct CorralProxy {
@@ -42,10 +44,15 @@ pub struct CorralProxy {
 }
 
 impl CorralProxy {
-    pub fn new(pool: Arc<Pool>, queue: Arc<AdmissionQueue>) -> CorralProxy {
+    /// `demand` is shared with the placement loop that samples it (`routing::Prewarm`).
+    pub fn new(
+        pool: Arc<Pool>,
+        queue: Arc<AdmissionQueue>,
+        demand: Arc<DemandTable>,
+    ) -> CorralProxy {
         CorralProxy {
             pool,
-            router: Router::default(),
+            router: Router::new(demand),
             queue,
             fleet_client: reqwest::Client::new(),
         }
@@ -124,12 +131,16 @@ impl ProxyHttp for CorralProxy {
                 .pick_backend(&table, &ctx.route, &ctx.tried)
                 .map_err(|e| no_route_error(&e))?,
         };
+        // A previous attempt that ended without a verdict (a stale pooled connection
+        // being replayed) says nothing about its backend.
+        if let Some(mut previous) = ctx.attempt.take() {
+            previous.settle(&table, Outcome::Neutral);
+        }
         let state = pick.backend.state.clone();
         ctx.tried.push(pick.backend.name().to_string());
         let watcher: Arc<dyn SlotWatcher> = self.queue.clone();
-        ctx.in_flight = Some(InFlight::acquire(&state, Some(watcher)));
-        ctx.current = Some(pick);
-        ctx.upstream_started = Some(Instant::now());
+        let model = ctx.model_name().filter(|_| ctx.endpoint.is_inference());
+        ctx.attempt = Some(Attempt::start(pick, model, watcher));
         let Some(addr) = state.addr.load_full() else {
             return Err(Error::explain(
                 ErrorType::ConnectNoRoute,
@@ -156,7 +167,9 @@ impl ProxyHttp for CorralProxy {
         _digest: Option<&Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.stall = stall::StallWatch::new(fd);
+        if let Some(attempt) = ctx.attempt.as_mut() {
+            attempt.stall = stall::StallWatch::new(fd);
+        }
         Ok(())
     }
 
@@ -167,12 +180,12 @@ impl ProxyHttp for CorralProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let config = self.pool.load().config.clone();
-        if let Some(pick) = &ctx.current {
-            outcome::record_failure(&pick.backend.state, &config, "connect failed");
+        let table = self.pool.load();
+        if let Some(attempt) = ctx.attempt.as_mut() {
+            attempt.settle(&table, Outcome::Failed("connect failed"));
         }
         // Nothing reached the backend: safe to try another, a bounded number of times.
-        if ctx.tried.len() <= config.routing.max_retries {
+        if ctx.tried.len() <= table.config.routing.max_retries {
             e.set_retry(true);
         }
         e
@@ -208,7 +221,7 @@ impl ProxyHttp for CorralProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // Ollama bound to loopback answers 403 to a Host that is not its own.
-        if let Some(pick) = &ctx.current {
+        if let Some(pick) = ctx.pick() {
             upstream_request.insert_header("Host", pick.backend.config.url.authority.as_str())?;
         }
         upstream_request.remove_header(admission::TARGET_HEADER);
@@ -222,6 +235,9 @@ impl ProxyHttp for CorralProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.status = upstream_response.status.as_u16();
+        if let Some(attempt) = ctx.attempt.as_mut() {
+            attempt.status = Some(ctx.status);
+        }
         if ctx.status == 503 {
             if let Some(retry) = self.retry_busy(session, ctx) {
                 return Err(retry);
@@ -232,7 +248,7 @@ impl ProxyHttp for CorralProxy {
             .get("content-type")
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         let idle = self.pool.load().config.timeouts.idle;
-        if let Some(stall) = ctx.stall.as_mut() {
+        if let Some(stall) = ctx.attempt.as_mut().and_then(|a| a.stall.as_mut()) {
             stall.arm(idle);
         }
         Ok(())
@@ -247,7 +263,7 @@ impl ProxyHttp for CorralProxy {
         if !self.pool.load().config.routing.response_headers {
             return Ok(());
         }
-        if let Some(pick) = &ctx.current {
+        if let Some(pick) = ctx.pick() {
             upstream_response.insert_header("X-Corral-Backend", pick.backend.name())?;
             upstream_response.insert_header("X-Corral-Route", pick.reason.as_str())?;
         }
@@ -266,7 +282,10 @@ impl ProxyHttp for CorralProxy {
                 ctx.first_token = Some(Instant::now());
             }
         }
-        if let Some(stall) = ctx.stall.as_mut() {
+        let Some(attempt) = ctx.attempt.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(stall) = attempt.stall.as_mut() {
             if end_of_stream {
                 // Before Pingora returns the connection to its pool.
                 stall.disarm();
@@ -278,7 +297,7 @@ impl ProxyHttp for CorralProxy {
             ctx.observer.finish();
             // The backend's work is done: free its slot now, before the last bytes
             // reach the client, so a conversation's next turn finds its box free.
-            ctx.in_flight = None;
+            attempt.release();
         }
         Ok(None)
     }
@@ -293,8 +312,7 @@ impl ProxyHttp for CorralProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        ctx.stall = None;
-        outcome::settle(&self.pool.load().config, ctx, e);
+        outcome::settle(&self.pool.load(), ctx, e);
         let changes_models = matches!(
             ctx.endpoint,
             Endpoint::Pull | Endpoint::Create | Endpoint::Copy | Endpoint::Delete
@@ -304,7 +322,10 @@ impl ProxyHttp for CorralProxy {
             self.pool.changed.notify_one();
         }
         // Release the slot before the log line: a queued request can start now.
-        ctx.in_flight = None;
+        if let Some(attempt) = ctx.attempt.as_mut() {
+            attempt.stall = None;
+            attempt.release();
+        }
         outcome::access_log(session, ctx, e);
     }
 }

@@ -5,24 +5,11 @@
 use pingora::proxy::Session;
 use pingora::Error;
 
-use crate::config::Config;
-use crate::pool::BackendState;
+use crate::pool::RoutingTable;
 
+use super::attempt::Outcome;
 use super::endpoint::Endpoint;
 use super::RequestCtx;
-
-/// Counts a failed request against `backend`; ejects it when that makes too many in a row.
-pub fn record_failure(backend: &BackendState, config: &Config, why: &str) {
-    if let Some(t) = backend.passive.record_failure(config.health.eject_policy()) {
-        crate::metrics::global().backend_ejected(&backend.name);
-        tracing::warn!(
-            backend = %backend.name,
-            reason = why,
-            ejected_for = %humantime::format_duration(t),
-            "backend ejected"
-        );
-    }
-}
 
 /// Generation endpoints whose stream must end with a final `done` chunk.
 fn streams_to_done(endpoint: &Endpoint) -> bool {
@@ -32,43 +19,32 @@ fn streams_to_done(endpoint: &Endpoint) -> bool {
     )
 }
 
-/// Feeds the request's outcome to the backend's live state, once.
-pub fn settle(config: &Config, ctx: &mut RequestCtx, error: Option<&Error>) {
-    let Some(pick) = &ctx.current else { return };
-    if ctx.outcome_recorded {
+/// Settles the last attempt when nothing earlier did: judged by what the backend
+/// answered, not by what corral told the client.
+pub fn settle(table: &RoutingTable, ctx: &mut RequestCtx, error: Option<&Error>) {
+    let Some(attempt) = ctx.attempt.as_mut() else {
+        return;
+    };
+    if attempt.is_settled() {
         return;
     }
-    ctx.outcome_recorded = true;
-    let state = &pick.backend.state;
     let client_left = error.is_some_and(|e| *e.esource() == pingora::ErrorSource::Downstream);
-    match ctx.status {
-        // A busy box refused work quickly: it must not look idle.
-        503 => state
-            .passive
-            .record_busy(state.in_flight(), config.health.busy_backoff),
-        500..=599 => record_failure(state, config, "error status"),
-        200..=299 if client_left => {}
-        200..=299 if streams_to_done(&ctx.endpoint) && !ctx.observer.saw_done => {
-            record_failure(state, config, "stream ended before done")
+    let outcome = match attempt.status {
+        _ if client_left => Outcome::Neutral,
+        // No answer from the backend and no failure reported: nothing to learn.
+        None => Outcome::Neutral,
+        Some(503) => Outcome::Busy,
+        Some(500..=599) => Outcome::Failed("error status"),
+        Some(200..=299) if error.is_some() => Outcome::Failed("answer cut short"),
+        Some(200..=299) if streams_to_done(&ctx.endpoint) && !ctx.observer.saw_done => {
+            Outcome::Unexpected
         }
-        200..=299 => {
-            state.passive.record_success();
-            if let Some(model) = ctx.model_name().filter(|_| ctx.endpoint.is_inference()) {
-                // It answered, so the model is loaded there now.
-                state.learn_resident(model);
-            }
-            if let Some(stats) = &ctx.observer.stats {
-                // Sub-100 ms "loads" are a resident model being touched, not a load.
-                if stats.load_ns > 100_000_000 {
-                    state.observe_load(stats.load_ns / 1_000_000);
-                }
-            }
-            if let Some(t) = ctx.upstream_started {
-                state.observe_service(t.elapsed().as_millis() as u64);
-            }
-        }
-        _ => {}
-    }
+        Some(200..=299) => Outcome::Success {
+            stats: ctx.observer.stats.as_ref(),
+        },
+        Some(_) => Outcome::Neutral,
+    };
+    attempt.settle(table, outcome);
 }
 
 /// One structured line per request, and the request's metrics.
@@ -86,7 +62,7 @@ pub fn access_log(session: &Session, ctx: &RequestCtx, error: Option<&Error>) {
         endpoint = ctx.endpoint.label(),
         model = ctx.model.as_deref().unwrap_or("-"),
         backend = ctx.backend_name(),
-        route = ctx.current.as_ref().map_or("-", |p| p.reason.as_str()),
+        route = ctx.pick().map_or("-", |p| p.reason.as_str()),
         status,
         attempts = ctx.tried.len(),
         queued_ms = ctx.queued_ms,
@@ -104,7 +80,7 @@ pub fn access_log(session: &Session, ctx: &RequestCtx, error: Option<&Error>) {
 fn record_metrics(ctx: &RequestCtx, status: u16) {
     let stats = ctx.observer.stats.as_ref();
     crate::metrics::global().observe_request(&crate::metrics::RequestRecord {
-        backend: ctx.current.as_ref().map(|p| p.backend.name()),
+        backend: ctx.pick().map(|p| p.backend.name()),
         model: ctx.model_name(),
         endpoint: ctx.endpoint.label(),
         status,

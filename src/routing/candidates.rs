@@ -52,18 +52,41 @@ fn candidate<'a>(b: &'a Arc<Backend>, model: Option<&ModelName>) -> Candidate<'a
     }
 }
 
-/// Routable backends that can serve `need`, minus those already `tried`.
+/// The backends that may serve a request.
+#[derive(Debug)]
+pub struct Found<'a> {
+    pub list: Vec<Candidate<'a>>,
+    /// Every one that could serve it is ejected by passive health: they are routed to
+    /// anyway rather than the fleet answering 503 on a heuristic's word.
+    pub panic: bool,
+}
+
+/// Routable backends that can serve `need`, minus those already `tried`. When passive
+/// ejection has taken out all of them, the ejected ones ("panic mode").
 pub fn candidates<'a>(
     table: &'a RoutingTable,
     need: &Need,
     tried: &[String],
+) -> Result<Found<'a>, NoRoute> {
+    match filter(table, need, tried, Backend::is_available) {
+        Err(NoRoute::NoHealthy) => {
+            let list = filter(table, need, tried, |b| {
+                b.state.is_healthy() && !b.state.is_draining()
+            })?;
+            Ok(Found { list, panic: true })
+        }
+        other => other.map(|list| Found { list, panic: false }),
+    }
+}
+
+fn filter<'a>(
+    table: &'a RoutingTable,
+    need: &Need,
+    tried: &[String],
+    usable: impl Fn(&Backend) -> bool,
 ) -> Result<Vec<Candidate<'a>>, NoRoute> {
     let untried = |b: &&Arc<Backend>| !tried.iter().any(|t| t == b.name());
-    let routable = table
-        .backends
-        .iter()
-        .filter(|b| b.is_available())
-        .filter(untried);
+    let routable = table.backends.iter().filter(|b| usable(b)).filter(untried);
     let found: Vec<Candidate> = match need {
         Need::Model(model) => {
             let found: Vec<_> = routable
@@ -74,7 +97,7 @@ pub fn candidates<'a>(
             // every backend down we do not know, so that is a 503.
             if found.is_empty()
                 && !table.backends.iter().any(|b| b.state.has_model(model))
-                && table.backends.iter().any(|b| b.is_available())
+                && table.backends.iter().any(|b| usable(b))
             {
                 return Err(NoRoute::ModelNotFound(model.clone()));
             }

@@ -5,20 +5,28 @@
 //! The default strategy, `affinity`, in order of preference:
 //! 1. a backend with the model already loaded (resident) and a free slot — among
 //!    those, the conversation's home box by consistent hashing with bounded loads;
-//! 2. a cold backend (one that would have to load the model) with a free slot, only
-//!    when no resident box exists or the wait for one would cost more than a load —
-//!    preferring idle boxes, so a busy box's model is never evicted while an idle box
-//!    has room;
+//! 2. a cold backend (one that would have to load the model) with a free slot: at
+//!    once when no box holds the model; otherwise only when the model's demand
+//!    exceeds its boxes' slots, the wait for them would cost more than a load, and the
+//!    model the load evicts can spare the box (`placement`). Among cold boxes, the
+//!    cheapest eviction first, then idle boxes, so a busy box's model is never
+//!    evicted while an idle box has room;
 //! 3. otherwise "full": the request waits in the admission queue.
 //!
 //! `least_loaded` and `round_robin` are simpler baselines.
 
 mod affinity;
 mod candidates;
+mod demand;
+mod placement;
+mod prewarm;
 mod queue;
 
 pub use affinity::{bounded_pick, rendezvous_order};
-pub use candidates::{candidates, Candidate, NoRoute};
+pub use candidates::{candidates, Candidate, Found, NoRoute};
+pub use demand::{Demand, DemandTable};
+pub use placement::{eviction_cost, EvictionCost};
+pub use prewarm::Prewarm;
 pub use queue::{AdmissionQueue, QueueError};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,8 +36,7 @@ use crate::config::Strategy;
 use crate::model::ModelName;
 use crate::pool::{Backend, RoutingTable};
 
-/// Assumed cold-load time before any load has been observed.
-const DEFAULT_LOAD_MS: u64 = 5_000;
+use placement::{in_flight_for, load_beats_waiting, wants_another_box};
 
 /// What a request needs from a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,16 +117,30 @@ impl RouteReason {
 pub struct Pick {
     pub backend: Arc<Backend>,
     pub reason: RouteReason,
+    /// Chosen among ejected backends because every candidate was ejected.
+    pub panic: bool,
 }
 
 /// Per-process routing state that must persist across requests: the rotation that
-/// makes ties and round-robin fair.
+/// makes ties and round-robin fair, and what each model is in demand.
 #[derive(Debug, Default)]
 pub struct Router {
     rotation: AtomicUsize,
+    demand: Arc<DemandTable>,
 }
 
 impl Router {
+    pub fn new(demand: Arc<DemandTable>) -> Router {
+        Router {
+            rotation: AtomicUsize::new(0),
+            demand,
+        }
+    }
+
+    pub fn demand(&self) -> &Arc<DemandTable> {
+        &self.demand
+    }
+
     /// Chooses a backend, skipping the names in `tried` (backends this request already
     /// failed to reach). `Err(NoRoute::Full)` means: wait for a slot.
     pub fn pick_backend(
@@ -128,10 +149,11 @@ impl Router {
         req: &RouteRequest,
         tried: &[String],
     ) -> Result<Pick, NoRoute> {
-        let found = candidates(table, &req.need, tried)?;
+        let Found { list: found, panic } = candidates(table, &req.need, tried)?;
         let pick = |c: &Candidate, reason| Pick {
             backend: c.backend.clone(),
             reason,
+            panic,
         };
         match &req.need {
             Need::Pinned => {
@@ -157,7 +179,7 @@ impl Router {
                 }
                 Ok(pick(c, RouteReason::LeastLoaded))
             }
-            Strategy::Affinity => match affinity_pick(&found, req, routing.bound, turn) {
+            Strategy::Affinity => match self.affinity_pick(table, &found, req, turn) {
                 Some((i, reason)) => Ok(pick(&found[i], reason)),
                 None if queueing => Err(NoRoute::Full),
                 // No queue: let the least loaded box's own queue take it.
@@ -167,51 +189,78 @@ impl Router {
     }
 }
 
-/// The affinity strategy over one consistent view of the candidates; `None` = full.
-fn affinity_pick(
-    found: &[Candidate],
-    req: &RouteRequest,
-    bound: f64,
-    turn: usize,
-) -> Option<(usize, RouteReason)> {
-    if req.model().is_none() {
-        // Nothing to be resident or affine to: least loaded with a free slot.
-        let all: Vec<usize> = (0..found.len()).collect();
-        return choose(found, &all, None, bound, turn, RouteReason::LeastLoaded);
+impl Router {
+    /// The affinity strategy over one consistent view of the candidates; `None` = full.
+    fn affinity_pick(
+        &self,
+        table: &RoutingTable,
+        found: &[Candidate],
+        req: &RouteRequest,
+        turn: usize,
+    ) -> Option<(usize, RouteReason)> {
+        let bound = table.config.routing.bound;
+        let Some(model) = req.model() else {
+            // Nothing to be resident or affine to: least loaded with a free slot.
+            let all: Vec<usize> = (0..found.len()).collect();
+            return choose(found, &all, None, bound, turn, RouteReason::LeastLoaded);
+        };
+        let resident: Vec<usize> = (0..found.len()).filter(|&i| found[i].resident).collect();
+        if resident.iter().any(|&i| found[i].has_free_slot()) {
+            return choose(
+                found,
+                &resident,
+                req.key,
+                bound,
+                turn,
+                RouteReason::Resident,
+            );
+        }
+        let cold: Vec<usize> = (0..found.len())
+            .filter(|&i| !found[i].resident && found[i].has_free_slot())
+            .collect();
+        if cold.is_empty() {
+            return None;
+        }
+        let costs: Vec<EvictionCost> = cold
+            .iter()
+            .map(|&i| eviction_cost(table, &self.demand, found[i].backend))
+            .collect();
+        // With no box holding the model a load is unavoidable; otherwise it must pay.
+        let optional = !resident.is_empty();
+        if optional {
+            let slots: usize = resident.iter().map(|&i| found[i].capacity).sum();
+            let demanded = self
+                .demand
+                .get(model)
+                .slots()
+                .max((in_flight_for(found, model) + req.waiting + 1) as f64);
+            if !wants_another_box(demanded, slots)
+                || !load_beats_waiting(found, &resident, &cold, req.waiting)
+            {
+                return None;
+            }
+        }
+        let best = costs
+            .iter()
+            .copied()
+            .filter(|c| !optional || c.is_cheap())
+            .min_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal))?;
+        let cheapest: Vec<usize> = cold
+            .iter()
+            .zip(&costs)
+            .filter(|(_, c)| **c == best)
+            .map(|(&i, _)| i)
+            .collect();
+        // Prefer boxes with nothing in flight: a load there delays nobody.
+        let idle: Vec<usize> = cheapest
+            .iter()
+            .copied()
+            .filter(|&i| found[i].load == 0)
+            .collect();
+        let pool = if idle.is_empty() { cheapest } else { idle };
+        choose(found, &pool, req.key, bound, turn, RouteReason::Cold)
+            .map(|(i, _)| (i, RouteReason::Cold))
     }
-    let resident: Vec<usize> = (0..found.len()).filter(|&i| found[i].resident).collect();
-    let cold: Vec<usize> = (0..found.len()).filter(|&i| !found[i].resident).collect();
-
-    if resident.iter().any(|&i| found[i].has_free_slot()) {
-        return choose(
-            found,
-            &resident,
-            req.key,
-            bound,
-            turn,
-            RouteReason::Resident,
-        );
-    }
-    let cold_free: Vec<usize> = cold
-        .iter()
-        .copied()
-        .filter(|&i| found[i].has_free_slot())
-        .collect();
-    if cold_free.is_empty()
-        || (!resident.is_empty() && !cold_is_cheaper(found, &resident, &cold_free, req.waiting))
-    {
-        return None;
-    }
-    // Prefer boxes with nothing in flight: loading there evicts an idle model, not the
-    // one a busy box is serving.
-    let idle: Vec<usize> = cold_free
-        .iter()
-        .copied()
-        .filter(|&i| found[i].load == 0)
-        .collect();
-    let pool = if idle.is_empty() { cold_free } else { idle };
-    choose(found, &pool, req.key, bound, turn, RouteReason::Cold)
-        .map(|(i, _)| (i, RouteReason::Cold))
 }
 
 /// Within `pool` (indices into `found`): the key's bounded-load choice, or the least
@@ -246,43 +295,6 @@ fn choose(
             c.has_free_slot().then_some((pool[j], keyless))
         }
     }
-}
-
-/// Whether loading the model on a free cold box beats waiting for a resident one: the
-/// expected wait is the queue ahead (plus this request) served by the resident boxes'
-/// slots at their observed pace.
-fn cold_is_cheaper(
-    found: &[Candidate],
-    resident: &[usize],
-    cold_free: &[usize],
-    waiting: usize,
-) -> bool {
-    let slots: usize = resident
-        .iter()
-        .map(|&i| found[i].capacity)
-        .sum::<usize>()
-        .max(1);
-    let service_ms = average(
-        resident
-            .iter()
-            .map(|&i| found[i].backend.state.service_ms()),
-    );
-    let Some(service_ms) = service_ms else {
-        // Never observed a request finishing: no basis to expect a short wait.
-        return true;
-    };
-    let wait_ms = (waiting as u64 + 1) * service_ms / slots as u64;
-    let load_ms = average(cold_free.iter().map(|&i| found[i].backend.state.load_ms()))
-        .unwrap_or(DEFAULT_LOAD_MS);
-    wait_ms > load_ms
-}
-
-/// Mean of the known (non-zero) values.
-fn average(values: impl Iterator<Item = u64>) -> Option<u64> {
-    let (sum, n) = values
-        .filter(|&v| v > 0)
-        .fold((0u64, 0u64), |(s, n), v| (s + v, n + 1));
-    (n > 0).then(|| sum / n)
 }
 
 /// The candidate with the lowest load / capacity, boxes with a free slot first.
@@ -330,5 +342,7 @@ fn round_robin<'c, 'a>(found: &'c [Candidate<'a>], turn: usize) -> &'c Candidate
     &found[0]
 }
 
+#[cfg(test)]
+mod placement_tests;
 #[cfg(test)]
 mod tests;

@@ -81,6 +81,20 @@ impl AdmissionQueue {
             .count()
     }
 
+    /// Waiters per model (requests that name none are left out).
+    pub fn waiting_by_model(&self) -> std::collections::HashMap<ModelName, usize> {
+        let mut by_model = std::collections::HashMap::new();
+        if self.depth() == 0 {
+            return by_model;
+        }
+        for w in &self.lock().queue {
+            if let Some(m) = &w.model {
+                *by_model.entry(m.clone()).or_default() += 1;
+            }
+        }
+        by_model
+    }
+
     /// Joins the queue, or fails when `max` requests already wait.
     pub fn enter(
         self: &Arc<Self>,

@@ -25,9 +25,20 @@ fn pool(yaml: &str, models: &[(&str, &[&str])]) -> Pool {
                 .collect(),
             ..Default::default()
         };
-        b.state.inventory.store(Arc::new(inv));
+        b.state.apply_inventory(inv, crate::pool::now_ms());
     }
     pool
+}
+
+/// One request for `model` out on `state`, as the proxy counts it.
+fn serving(
+    state: &Arc<crate::pool::BackendState>,
+    model: &str,
+) -> (InFlight, crate::pool::ModelUse) {
+    (
+        InFlight::acquire(state, None),
+        state.residency.use_model(&ModelName::new(model)),
+    )
 }
 
 fn req(model: &str) -> RouteRequest {
@@ -308,7 +319,7 @@ fn cold_load_only_when_cheaper_than_waiting() {
     let r = Router::default();
     let t = p.load();
     let a = t.get("a").unwrap().state.clone();
-    let _full = [InFlight::acquire(&a, None), InFlight::acquire(&a, None)];
+    let _full = [serving(&a, "m"), serving(&a, "m")];
     // Never saw a request finish: a load is the safe bet, on an idle box.
     let pick = r.pick_backend(&t, &keyed("m", 1), &[]).unwrap();
     assert_eq!(pick.reason, RouteReason::Cold);

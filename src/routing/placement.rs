@@ -1,0 +1,127 @@
+//! Where models live: whether a request should start a model load on another box, and
+//! which box's eviction costs least. A load is priced by what it saves (the wait for a
+//! box that already holds the model) against what it costs the model it evicts (that
+//! model's demand, and the slots its other replicas keep). Hysteresis keeps two models
+//! from trading a box back and forth: a model gains a box only when its demand exceeds
+//! its slots by `MARGIN`, and a victim gives one up only when what remains covers its
+//! own demand by the same margin — so the swap back is never also justified.
+
+use crate::model::ModelName;
+use crate::pool::{Backend, RoutingTable};
+
+use super::candidates::Candidate;
+use super::demand::{DemandTable, IDLE};
+
+/// The hysteresis margin, as a share of demand.
+pub const MARGIN: f64 = 0.25;
+
+/// Assumed cold-load time before any load has been observed.
+pub const DEFAULT_LOAD_MS: u64 = 5_000;
+
+/// What loading a model on one box would cost the fleet, cheapest first.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub enum EvictionCost {
+    /// The box has room: nothing is evicted.
+    Free,
+    /// The victim's other boxes cover its demand with margin.
+    Spare,
+    /// The victim needs this box: its demand exceeds what remains by this many slots.
+    Needed(f64),
+    /// Every resident model is serving: Ollama would wait before it could load.
+    Blocked,
+}
+
+impl EvictionCost {
+    /// Acceptable for a load that is optional (the model already has a box).
+    pub fn is_cheap(self) -> bool {
+        matches!(self, EvictionCost::Free | EvictionCost::Spare)
+    }
+}
+
+/// Slots of the routable boxes believed to hold `model`.
+pub fn resident_slots(table: &RoutingTable, model: &ModelName) -> usize {
+    table
+        .backends
+        .iter()
+        .filter(|b| b.is_available() && b.state.has_resident(model))
+        .map(|b| b.capacity())
+        .sum()
+}
+
+/// What loading a model on `backend` would cost the model it evicts.
+pub fn eviction_cost(
+    table: &RoutingTable,
+    demand: &DemandTable,
+    backend: &Backend,
+) -> EvictionCost {
+    let residency = &backend.state.residency;
+    if !residency.is_full() {
+        return EvictionCost::Free;
+    }
+    let Some(victim) = residency.victim() else {
+        return EvictionCost::Blocked;
+    };
+    let wanted = demand.get(&victim.model).slots();
+    if wanted < IDLE {
+        return EvictionCost::Spare;
+    }
+    let remaining = resident_slots(table, &victim.model).saturating_sub(backend.capacity());
+    let shortfall = wanted * (1.0 + MARGIN) - remaining as f64;
+    if shortfall <= 0.0 {
+        EvictionCost::Spare
+    } else {
+        EvictionCost::Needed(shortfall)
+    }
+}
+
+/// Whether a model whose boxes are all full deserves one more: its demand (this
+/// request and those queued behind it included) exceeds its slots by the margin.
+pub fn wants_another_box(demanded: f64, slots: usize) -> bool {
+    demanded > slots as f64 * (1.0 + MARGIN)
+}
+
+/// Whether loading the model on a free cold box beats waiting for a resident one: the
+/// expected wait is the queue ahead (plus this request) served by the resident boxes'
+/// slots at their observed pace.
+pub fn load_beats_waiting(
+    found: &[Candidate],
+    resident: &[usize],
+    cold: &[usize],
+    waiting: usize,
+) -> bool {
+    let slots: usize = resident
+        .iter()
+        .map(|&i| found[i].capacity)
+        .sum::<usize>()
+        .max(1);
+    let Some(service_ms) = average(
+        resident
+            .iter()
+            .map(|&i| found[i].backend.state.service_ms()),
+    ) else {
+        // Never observed a request finishing: no basis to expect a short wait.
+        return true;
+    };
+    let wait_ms = (waiting as u64 + 1) * service_ms / slots as u64;
+    let load =
+        average(cold.iter().map(|&i| found[i].backend.state.load_ms())).unwrap_or(DEFAULT_LOAD_MS);
+    wait_ms > load
+}
+
+/// Mean of the known (non-zero) values.
+fn average(values: impl Iterator<Item = u64>) -> Option<u64> {
+    let (sum, n) = values
+        .filter(|&v| v > 0)
+        .fold((0u64, 0u64), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n)
+}
+
+/// Requests for `model` out on the candidates now.
+pub fn in_flight_for(found: &[Candidate], model: &ModelName) -> usize {
+    found
+        .iter()
+        .flat_map(|c| c.backend.state.residency.models())
+        .filter(|r| &r.model == model)
+        .map(|r| r.in_flight())
+        .sum()
+}
