@@ -65,14 +65,16 @@ pub fn build_from(config: Config, config_path: Option<PathBuf>) -> anyhow::Resul
     ));
     server.add_service(background_service(
         "placement",
-        Prewarm::new(pool.clone(), queue.clone(), demand),
+        Prewarm::new(pool.clone(), queue.clone(), demand.clone()),
     ));
     let reloads = Arc::new(ReloadStatus::default());
     if let Some(path) = config_path {
         let reloader = Reloader::new(pool.clone(), path, reloads.clone());
         server.add_service(background_service("reload", reloader));
     }
-    let mut admin = AdminService::new(pool.clone(), queue.clone()).with_reloads(reloads);
+    let mut admin = AdminService::new(pool.clone(), queue.clone())
+        .with_reloads(reloads)
+        .with_demand(demand);
     if let Some(cluster) = pool.yaml_config().cluster.clone() {
         admin = admin.with_cluster(crate::cluster::start(&mut server, cluster, &pool));
     }

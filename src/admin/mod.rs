@@ -21,10 +21,10 @@ use pingora::services::background::BackgroundService;
 
 use crate::pool::Pool;
 use crate::reload::ReloadStatus;
-use crate::routing::AdmissionQueue;
+use crate::routing::{AdmissionQueue, DemandTable};
 
 pub use error::ApiError;
-pub use views::{BackendView, ReloadView, StatusView};
+pub use views::{BackendView, ModelPlacement, ReloadView, StatusView};
 
 pub struct AdminService {
     state: AdminState,
@@ -38,6 +38,8 @@ pub struct AdminState {
     pub pool: Arc<Pool>,
     pub queue: Arc<AdmissionQueue>,
     pub reloads: Arc<ReloadStatus>,
+    /// Per-model demand, as the placement loop samples it.
+    pub demand: Arc<DemandTable>,
     /// Serializes changes to run-time backends with their write to disk, so the file
     /// always holds the latest change.
     pub writes: Arc<tokio::sync::Mutex<()>>,
@@ -50,6 +52,7 @@ impl AdminService {
                 pool,
                 queue,
                 reloads: Arc::new(ReloadStatus::default()),
+                demand: Arc::new(DemandTable::default()),
                 writes: Arc::new(tokio::sync::Mutex::new(())),
             },
             cluster: None,
@@ -59,6 +62,12 @@ impl AdminService {
     /// Serves the cluster endpoints and sends backend writes through Raft.
     pub fn with_cluster(mut self, cluster: crate::cluster::admin::ClusterAdmin) -> AdminService {
         self.cluster = Some(cluster);
+        self
+    }
+
+    /// Shows each model's demand and placement in `/api/v1/status`.
+    pub fn with_demand(mut self, demand: Arc<DemandTable>) -> AdminService {
+        self.state.demand = demand;
         self
     }
 

@@ -8,7 +8,7 @@ use axum::Json;
 
 use crate::metrics::MetricsView;
 
-use super::views::{BackendView, ReloadView, StatusView};
+use super::views::{BackendView, ModelPlacement, ReloadView, StatusView};
 use super::AdminState;
 
 pub async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
@@ -27,6 +27,7 @@ pub async fn status(State(s): State<AdminState>) -> Json<StatusView> {
     let mut view = StatusView::of(&s.pool.load(), s.queue.depth());
     view.serving = s.pool.is_serving();
     view.reloads = ReloadView::of(&s.reloads);
+    view.placement = ModelPlacement::all(&s.pool.load(), &s.demand);
     Json(view)
 }
 

@@ -1,11 +1,13 @@
 //! JSON views of the pool for the admin API and the CLI.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::pool::{Backend, RoutingTable};
 use crate::reload::ReloadStatus;
+use crate::routing::DemandTable;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BackendView {
@@ -30,7 +32,12 @@ pub struct BackendView {
     pub requests: u64,
     pub version: Option<String>,
     pub models: Vec<String>,
+    /// Loaded in memory as routing believes it: the last probe plus the loads and
+    /// evictions corral caused since.
     pub resident: Vec<String>,
+    /// Models the box has been seen to keep loaded together.
+    #[serde(default)]
+    pub holds_models: usize,
     pub last_error: Option<String>,
 }
 
@@ -38,7 +45,13 @@ impl BackendView {
     pub fn of(b: &Backend) -> BackendView {
         let inv = b.state.inventory.load();
         let mut models: Vec<String> = inv.models.iter().map(|m| m.to_string()).collect();
-        let mut resident: Vec<String> = inv.resident.iter().map(|m| m.to_string()).collect();
+        let mut resident: Vec<String> = b
+            .state
+            .residency
+            .models()
+            .iter()
+            .map(|r| r.model.to_string())
+            .collect();
         models.sort();
         resident.sort();
         BackendView {
@@ -57,6 +70,7 @@ impl BackendView {
             version: inv.version.clone(),
             models,
             resident,
+            holds_models: b.state.residency.max_models(),
             last_error: b.state.last_error.load().as_deref().cloned(),
         }
     }
@@ -75,6 +89,45 @@ pub struct StatusView {
     pub serving: bool,
     #[serde(default)]
     pub reloads: ReloadView,
+    /// Each model in demand: how much, and where it is loaded.
+    #[serde(default)]
+    pub placement: Vec<ModelPlacement>,
+}
+
+/// One model's demand and the boxes holding it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ModelPlacement {
+    pub model: String,
+    /// Slots it needs: the moving average of in flight + queued.
+    pub demand: f64,
+    /// In flight + queued at the last sample.
+    pub now: usize,
+    /// Routable boxes believed to hold it, and their slots.
+    pub loaded_on: Vec<String>,
+    pub slots: usize,
+}
+
+impl ModelPlacement {
+    pub fn all(table: &RoutingTable, demand: &DemandTable) -> Vec<ModelPlacement> {
+        demand
+            .all()
+            .into_iter()
+            .map(|(model, d)| {
+                let holders: Vec<&Arc<Backend>> = table
+                    .backends
+                    .iter()
+                    .filter(|b| b.is_available() && b.state.has_resident(&model))
+                    .collect();
+                ModelPlacement {
+                    model: model.to_string(),
+                    demand: (d.average * 100.0).round() / 100.0,
+                    now: d.now,
+                    loaded_on: holders.iter().map(|b| b.name().to_string()).collect(),
+                    slots: holders.iter().map(|b| b.capacity()).sum(),
+                }
+            })
+            .collect()
+    }
 }
 
 fn yes() -> bool {
@@ -119,6 +172,7 @@ impl StatusView {
             queue_depth,
             serving: true,
             reloads: ReloadView::default(),
+            placement: Vec::new(),
         }
     }
 }

@@ -52,6 +52,17 @@ pub fn status(s: &StatusView) -> String {
             s.reloads.successes, s.reloads.failures
         ),
     ];
+    for p in &s.placement {
+        let on = if p.loaded_on.is_empty() {
+            "nowhere".to_string()
+        } else {
+            p.loaded_on.join(",")
+        };
+        out.push(format!(
+            "model       {}: demand {:.1} slots (now {}), loaded on {on} ({} slots)",
+            p.model, p.demand, p.now, p.slots
+        ));
+    }
     if let Some(e) = &s.reloads.last_error {
         out.push(format!("last reload error: {e}"));
     }

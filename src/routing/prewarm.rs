@@ -61,7 +61,7 @@ impl Prewarm {
             let short = if slots == 0 {
                 demand.now > 0 || demand.average >= IDLE
             } else {
-                wants_another_box(demand.average, slots)
+                wants_another_box(demand.slots(), slots)
             };
             if !short {
                 continue;
