@@ -47,7 +47,7 @@ impl CorralProxy {
             pool,
             router: Router::default(),
             queue,
-            fleet_client: reqwest::Client::new(),
+            fleet_client: fleet::client(),
         }
     }
 }
