@@ -4,6 +4,7 @@
 //! the `pool` snapshot, `health` keeps that snapshot's live state true.
 
 pub mod admin;
+pub mod bounded_body;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -30,7 +30,9 @@ impl HealthChecker {
         HealthChecker { pool, client }
     }
 
-    /// Probes every backend of the current table once, concurrently.
+    /// Probes every backend of the current table once, concurrently. Each probe ends
+    /// within a few `health.timeout`s, so one stuck lookup or endless body cannot hold
+    /// back the round (and with it every other backend's health).
     pub async fn probe_all(&self) {
         let table = self.pool.snapshot();
         let health = &table.config.health;

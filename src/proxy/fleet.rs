@@ -2,25 +2,44 @@
 //! every box that holds it, and pulling onto every box (`X-Corral-Target: all`).
 //! corral sends the same request to each and answers for all of them; pull progress
 //! streams back as it comes, each line tagged with its backend.
+//!
+//! Each box gets the configured deadlines and a bounded answer (see `forward`); a box
+//! that fails any of them is reported failed while the others' parts go ahead. The
+//! per-box tasks live in a `JoinSet`, so when the client leaves they are dropped with
+//! their connections.
+
+mod forward;
+mod lines;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::pool::Backend;
 use crate::routing::{Need, NoRoute};
 
 use super::endpoint::Endpoint;
 use super::{respond, CorralProxy, RequestCtx};
+use forward::{BoxFailure, Event, Limits, Reporter};
 
 /// Fan-out request bodies are small JSON objects; anything bigger is refused.
 const MAX_BODY: usize = 1024 * 1024;
+
+/// The client fleet operations use. Deadlines are per request, from the config current
+/// when the operation starts (so a reload applies to the next one).
+pub(super) fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
 
 impl CorralProxy {
     /// The backends a fleet operation goes to, or `None` when the request is proxied
@@ -82,149 +101,148 @@ impl CorralProxy {
         let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes())
             .unwrap_or(reqwest::Method::POST);
         let path = req.uri.path().to_string();
-        let names = targets
-            .iter()
-            .map(|b| b.name())
-            .collect::<Vec<_>>()
-            .join(",");
+        let names: Vec<Arc<str>> = targets.iter().map(|b| Arc::from(b.name())).collect();
         let stream = ctx.endpoint == Endpoint::Pull
             && serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v.get("stream").and_then(Value::as_bool))
                 != Some(false);
-        let (tx, mut rx) = mpsc::channel::<(String, Result<Value, String>, bool)>(64);
-        for b in targets {
-            let (client, tx, body, method, path) = (
-                self.fleet_client.clone(),
-                tx.clone(),
-                body.clone(),
-                method.clone(),
-                path.clone(),
-            );
-            tokio::spawn(async move { forward(&client, &b, method, &path, body, tx).await });
+        let limits = Limits::new(&self.pool.load().config.timeouts, stream);
+        let (events, rx) = mpsc::channel(64);
+        // Dropping this set (the client left, or a write to it failed) aborts every
+        // box's task and closes its connection.
+        let mut tasks = JoinSet::new();
+        for (b, name) in targets.iter().zip(&names) {
+            let request = self
+                .fleet_client
+                .request(method.clone(), format!("{}{path}", b.config.url.base()))
+                .header("Content-Type", "application/json")
+                .body(body.clone());
+            let reporter = Reporter {
+                name: name.clone(),
+                stream,
+                events: events.clone(),
+            };
+            tasks.spawn(reporter.run(request, limits));
         }
-        drop(tx);
+        drop(events);
 
         // Pull progress streams; everything else is answered once all have answered.
         let mut resp = ResponseHeader::build(200, Some(3))?;
-        resp.insert_header("X-Corral-Backend", names.as_str())?;
+        resp.insert_header("X-Corral-Backend", names.join(","))?;
         resp.insert_header("X-Corral-Route", "fleet")?;
         if stream {
             resp.insert_header("Content-Type", "application/x-ndjson")?;
-            session.write_response_header(Box::new(resp), false).await?;
-            while let Some((backend, line, _)) = rx.recv().await {
-                let mut v = line.unwrap_or_else(|e| json!({ "error": e }));
-                if let Value::Object(m) = &mut v {
-                    m.insert("backend".into(), Value::String(backend));
-                }
-                session
-                    .write_response_body(Some(Bytes::from(format!("{v}\n"))), false)
-                    .await?;
-            }
+            session
+                .write_response_header(Box::new(resp.clone()), false)
+                .await?;
+        }
+        let verdicts = relay(session, rx, stream).await?;
+        // Some boxes changed what they hold, whoever is still listening.
+        self.pool.changed.notify_one();
+        let Some(verdicts) = verdicts else {
+            // The client is gone (as `Refusal::ClientGone`): nobody to answer.
+            session.set_keepalive(None);
+            ctx.status = 0;
+            return Ok(());
+        };
+        if stream {
             ctx.status = 200;
             return session.write_response_body(None, true).await;
         }
-        let mut failure: Option<(String, String)> = None;
-        while let Some((backend, line, last)) = rx.recv().await {
-            match line {
-                Err(e) if failure.is_none() => failure = Some((backend, e)),
-                Ok(v) if last && failure.is_none() => {
-                    if let Some(e) = v.get("error").and_then(Value::as_str) {
-                        failure = Some((backend, e.to_string()));
-                    }
-                }
-                _ => {}
-            }
-        }
-        self.pool.changed.notify_one();
-        match failure {
-            None => {
-                ctx.status = 200;
-                let body = if ctx.endpoint == Endpoint::Pull {
-                    json!({"status": "success"}).to_string()
-                } else {
-                    String::new()
+        let failures: Vec<String> = names
+            .iter()
+            .filter_map(|name| {
+                // A task that ended without a verdict (only a panic could) failed.
+                let verdict = verdicts.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+                let error = match verdict {
+                    Some(Ok(())) => return None,
+                    Some(Err(e)) => e.as_str(),
+                    None => "ended without an answer",
                 };
-                resp.insert_header("Content-Length", body.len().to_string())?;
-                if !body.is_empty() {
-                    resp.insert_header("Content-Type", "application/json; charset=utf-8")?;
-                }
-                session
-                    .write_response_header(Box::new(resp), body.is_empty())
-                    .await?;
-                if !body.is_empty() {
-                    session
-                        .write_response_body(Some(Bytes::from(body)), true)
-                        .await?;
-                }
-                Ok(())
+                Some(format!("backend '{name}': {error}"))
+            })
+            .collect();
+        if !failures.is_empty() {
+            ctx.status = 502;
+            return respond::write_error(session, false, 502, &failures.join("; "), 0).await;
+        }
+        ctx.status = 200;
+        answer_success(session, resp, ctx.endpoint == Endpoint::Pull).await
+    }
+}
+
+/// Passes the boxes' lines on to the client while streaming, and gathers each box's
+/// verdict; `None` when the client left before all had answered.
+async fn relay(
+    session: &mut Session,
+    mut rx: mpsc::Receiver<(Arc<str>, Event)>,
+    stream: bool,
+) -> Result<Option<Vec<(Arc<str>, Result<(), String>)>>> {
+    let mut verdicts = Vec::new();
+    loop {
+        let (name, event) = tokio::select! {
+            next = rx.recv() => match next {
+                Some(event) => event,
+                None => return Ok(Some(verdicts)),
+            },
+            _ = session.as_downstream_mut().read_body_or_idle(true) => return Ok(None),
+        };
+        let line = match event {
+            Event::Line(v) => Some(v),
+            Event::Done(verdict) => {
+                // An Ollama `"error"` line was streamed already; a failure of corral's
+                // own making gets a line of its own.
+                let line = verdict
+                    .as_ref()
+                    .err()
+                    .map(|e| json!({ "error": e.to_string() }));
+                verdicts.push((name.clone(), box_verdict(verdict)));
+                line
             }
-            Some((backend, e)) => {
-                ctx.status = 502;
-                let msg = format!("backend '{backend}': {e}");
-                respond::write_error(session, false, 502, &msg, 0).await
+        };
+        if let (true, Some(mut v)) = (stream, line) {
+            if let Value::Object(m) = &mut v {
+                m.insert("backend".into(), Value::String(name.to_string()));
             }
+            session
+                .write_response_body(Some(Bytes::from(format!("{v}\n"))), false)
+                .await?;
         }
     }
 }
 
-/// Sends one copy of the request and reports each NDJSON line (or the single JSON
-/// answer) back, tagged with the backend; the last report carries `true`.
-async fn forward(
-    client: &reqwest::Client,
-    backend: &Backend,
-    method: reqwest::Method,
-    path: &str,
-    body: Bytes,
-    tx: mpsc::Sender<(String, Result<Value, String>, bool)>,
-) {
-    let name = backend.name().to_string();
-    let url = format!("{}{path}", backend.config.url.base());
-    let resp = match client
-        .request(method, url)
-        .body(body)
-        .header("Content-Type", "application/json")
-        .send()
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = tx.send((name, Err(e.to_string()), true)).await;
-            return;
-        }
+/// Every box did its part: Ollama's own answer for one box (a pull's final status,
+/// nothing for delete and copy).
+async fn answer_success(session: &mut Session, mut resp: ResponseHeader, pull: bool) -> Result<()> {
+    let body = if pull {
+        json!({"status": "success"}).to_string()
+    } else {
+        String::new()
     };
-    let status = resp.status();
-    if !status.is_success() {
-        let text = resp.text().await.unwrap_or_default();
-        let msg = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_else(|| format!("status {status}"));
-        let _ = tx.send((name, Err(msg), true)).await;
-        return;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    if !body.is_empty() {
+        resp.insert_header("Content-Type", "application/json; charset=utf-8")?;
     }
-    let mut lines = resp.bytes_stream();
-    let mut partial = Vec::new();
-    let mut last: Option<Value> = None;
-    while let Some(chunk) = lines.next().await {
-        let Ok(chunk) = chunk else {
-            let _ = tx.send((name, Err("connection lost".into()), true)).await;
-            return;
-        };
-        partial.extend_from_slice(&chunk);
-        while let Some(nl) = partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = partial.drain(..=nl).collect();
-            if let Ok(v) = serde_json::from_slice::<Value>(&line) {
-                if let Some(prev) = last.replace(v) {
-                    let _ = tx.send((name.clone(), Ok(prev), false)).await;
-                }
-            }
-        }
+    session
+        .write_response_header(Box::new(resp), body.is_empty())
+        .await?;
+    if !body.is_empty() {
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
     }
-    if let Ok(v) = serde_json::from_slice::<Value>(&partial) {
-        if let Some(prev) = last.replace(v) {
-            let _ = tx.send((name.clone(), Ok(prev), false)).await;
-        }
+    Ok(())
+}
+
+/// A box's part succeeded unless it failed or its last line is an Ollama `"error"`.
+fn box_verdict(verdict: Result<Option<Value>, BoxFailure>) -> Result<(), String> {
+    match verdict {
+        Err(e) => Err(e.to_string()),
+        Ok(Some(last)) => match last.get("error").and_then(Value::as_str) {
+            Some(e) => Err(e.to_string()),
+            None => Ok(()),
+        },
+        Ok(None) => Ok(()),
     }
-    let _ = tx.send((name, Ok(last.unwrap_or(Value::Null)), true)).await;
 }

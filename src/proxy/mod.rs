@@ -54,7 +54,7 @@ impl CorralProxy {
             pool,
             router: Router::new(demand),
             queue,
-            fleet_client: reqwest::Client::new(),
+            fleet_client: fleet::client(),
         }
     }
 }

@@ -3,6 +3,8 @@
 //! with a deadline, never a fixed sleep.
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};

@@ -1,0 +1,173 @@
+//! One box's part of a fleet operation: send the request, then read the answer line by
+//! line within the configured deadlines and size limits. Whatever the box does (never
+//! answer, answer forever, answer garbage), this ends with a verdict for that box.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::lines::{LineTooLong, Lines};
+use crate::bounded_body::{error_chain, next_chunk, read_capped, BodyError, Size};
+use crate::config::TimeoutConfig;
+
+/// A whole answer (delete, copy, a pull with `"stream": false`) is one small JSON
+/// object or nothing; a few MiB is far beyond any real one.
+pub const MAX_WHOLE_ANSWER: usize = 4 * 1024 * 1024;
+/// One line of pull progress is a few hundred bytes.
+pub const MAX_PROGRESS_LINE: usize = 64 * 1024;
+/// An error answer is read only for its `"error"` message.
+const MAX_ERROR_ANSWER: usize = 64 * 1024;
+
+/// How a box's answer is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Until the response header: connect plus `timeouts.first_byte`. The client is
+    /// shared, so the connect phase cannot get its own reloadable deadline.
+    pub header: Duration,
+    /// Between two chunks of the body (`timeouts.idle`).
+    pub idle: Duration,
+    pub max_line: usize,
+    /// The whole body; `None` for streamed progress, which may run as long as a pull
+    /// does (each line stays bounded, and nothing is kept).
+    pub max_total: Option<usize>,
+}
+
+impl Limits {
+    pub fn new(timeouts: &TimeoutConfig, streamed: bool) -> Limits {
+        Limits {
+            header: timeouts.connect + timeouts.first_byte,
+            idle: timeouts.idle,
+            max_line: if streamed {
+                MAX_PROGRESS_LINE
+            } else {
+                MAX_WHOLE_ANSWER
+            },
+            max_total: (!streamed).then_some(MAX_WHOLE_ANSWER),
+        }
+    }
+}
+
+/// Why a box's part failed; the client reads this as `backend 'NAME': <this>`.
+#[derive(Debug, thiserror::Error)]
+pub enum BoxFailure {
+    #[error("no answer within {}", humantime::format_duration(*.0))]
+    NoAnswer(Duration),
+    #[error("{0}")]
+    Request(String),
+    /// The box's own `"error"` message, or its status when it gave none.
+    #[error("{0}")]
+    Refused(String),
+    #[error("answer stalled: nothing for {}", humantime::format_duration(*.0))]
+    Stalled(Duration),
+    #[error("connection lost mid-answer: {0}")]
+    Lost(String),
+    #[error("answer larger than {0}")]
+    TooLarge(Size),
+    #[error(transparent)]
+    LineTooLong(#[from] LineTooLong),
+    #[error("answered something that is not a JSON object: {0:?}")]
+    NotJson(String),
+}
+
+/// What a box's task reports, tagged with the box's name.
+pub enum Event {
+    /// One line of its answer, as it arrived (only when streaming).
+    Line(Value),
+    /// Its verdict: the last line it answered (if any), or why it failed.
+    Done(Result<Option<Value>, BoxFailure>),
+}
+
+pub type Events = mpsc::Sender<(Arc<str>, Event)>;
+
+/// Where a box's lines and verdict go.
+pub struct Reporter {
+    pub name: Arc<str>,
+    /// Forward each line as it arrives rather than only the verdict.
+    pub stream: bool,
+    pub events: Events,
+}
+
+impl Reporter {
+    /// Runs `request` and reports; a closed channel (the client left) ends it early.
+    pub async fn run(self, request: reqwest::RequestBuilder, limits: Limits) {
+        let verdict = self.answer(request, limits).await;
+        let _ = self.events.send((self.name, Event::Done(verdict))).await;
+    }
+
+    async fn answer(
+        &self,
+        request: reqwest::RequestBuilder,
+        limits: Limits,
+    ) -> Result<Option<Value>, BoxFailure> {
+        let mut resp = tokio::time::timeout(limits.header, request.send())
+            .await
+            .map_err(|_| BoxFailure::NoAnswer(limits.header))?
+            .map_err(|e| BoxFailure::Request(error_chain(&e)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = read_capped(resp, MAX_ERROR_ANSWER, Some(limits.idle)).await;
+            let message = body
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| format!("status {status}"));
+            return Err(BoxFailure::Refused(message));
+        }
+        let mut lines = Lines::new(limits.max_line);
+        let mut total = 0usize;
+        let mut last = None;
+        while let Some(chunk) = next_chunk(&mut resp, Some(limits.idle))
+            .await
+            .map_err(body_failure)?
+        {
+            total += chunk.len();
+            if let Some(max) = limits.max_total.filter(|&max| total > max) {
+                return Err(BoxFailure::TooLarge(Size(max)));
+            }
+            lines.push(&chunk);
+            while let Some(line) = lines.next_line()? {
+                self.take_line(&line, &mut last).await?;
+            }
+        }
+        self.take_line(&lines.finish(), &mut last).await?;
+        Ok(last)
+    }
+
+    /// Parses one line (blank lines are skipped) and passes it on when streaming.
+    async fn take_line(&self, line: &[u8], last: &mut Option<Value>) -> Result<(), BoxFailure> {
+        if line.trim_ascii().is_empty() {
+            return Ok(());
+        }
+        let value = match serde_json::from_slice::<Value>(line) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => return Err(BoxFailure::NotJson(snippet(line))),
+        };
+        if self.stream {
+            let line = (self.name.clone(), Event::Line(value.clone()));
+            if self.events.send(line).await.is_err() {
+                return Err(BoxFailure::Lost("nobody is listening any more".into()));
+            }
+        }
+        *last = Some(value);
+        Ok(())
+    }
+}
+
+fn body_failure(e: BodyError) -> BoxFailure {
+    match e {
+        BodyError::Stalled(idle) => BoxFailure::Stalled(idle),
+        BodyError::TooLarge(size) => BoxFailure::TooLarge(size),
+        BodyError::Http(e) => BoxFailure::Lost(error_chain(&e)),
+    }
+}
+
+/// The start of what a box answered, enough to recognise it in an error message.
+fn snippet(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    match text.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.into_owned(),
+    }
+}
