@@ -176,3 +176,47 @@ async fn with_every_candidate_ejected_requests_are_routed_anyway() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_failure_is_charged_once_and_corral_s_own_503_is_not_busy() {
+    let mut sim = start_sim(&["--models", "llama3", "--resident", "llama3"]);
+    let c = start_corral(&format!(
+        "health: {{interval: 1h, eject_after: 2}}\nrouting: {{max_retries: 1}}\n{}",
+        backends_yaml(&[&sim], 2)
+    ))
+    .await;
+    wait_routable(&c, &["llama3"]).await;
+    // The box goes away between probes: the connect fails, the retry finds nobody.
+    sim.proc.kill();
+    let (status, body) = generate(&c, "llama3").await;
+    assert_eq!(status, 503, "{body}");
+    wait_for("the request to be logged", || async {
+        let text = scrape(&c).await;
+        (counter(&text, "corral_requests_total", &["code=\"503\""]) >= 1.0).then_some(())
+    })
+    .await;
+    let b = &backends(&c).await[0];
+    // One failure of two needed: not ejected. And corral's own 503 did not mark the
+    // box "busy" (that would have cut its capacity).
+    assert_eq!(b["ejected"], false, "{b}");
+    assert_eq!(b["capacity"], 2, "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_failure_on_the_last_try_is_charged_once() {
+    let mut sim = start_sim(&["--models", "llama3", "--resident", "llama3"]);
+    let c = start_corral(&format!(
+        "health: {{interval: 1h, eject_after: 2}}\nrouting: {{max_retries: 0}}\n{}",
+        backends_yaml(&[&sim], 2)
+    ))
+    .await;
+    wait_routable(&c, &["llama3"]).await;
+    sim.proc.kill();
+    assert_eq!(generate(&c, "llama3").await.0, 502);
+    wait_for("the request to be logged", || async {
+        let text = scrape(&c).await;
+        (counter(&text, "corral_requests_total", &["code=\"502\""]) >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(backends(&c).await[0]["ejected"], false);
+}
