@@ -1,5 +1,6 @@
 //! Assembles and runs the Pingora server: the proxy service on every `listen` address
-//! and the health checker beside it.
+//! and the health checker beside it. Only a config that passed `startup::prepare` gets
+//! here.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::proxy::CorralProxy;
 use crate::reload::{ReloadStatus, Reloader};
 use crate::routing::AdmissionQueue;
 use crate::shutdown::DrainOnTerm;
+use crate::startup::{Prepared, StartupError};
 
 /// A built, not yet running, corral server.
 pub struct Corral {
@@ -25,15 +27,19 @@ pub struct Corral {
     queue: Arc<AdmissionQueue>,
 }
 
-pub fn build(config: Config) -> anyhow::Result<Corral> {
-    build_from(config, None)
+/// Validates `config` like `serve` does and builds a server without a watched file.
+pub fn build(config: Config) -> Result<Corral, StartupError> {
+    build_from(crate::startup::prepare(config)?, None)
 }
 
 /// Builds the server; with `config_path`, the file is watched and reloaded on change
 /// and on SIGHUP.
-pub fn build_from(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Corral> {
-    // An admin API open to the network without a token would let anyone drain the fleet.
-    crate::admin::auth::check_config(&config)?;
+pub fn build_from(
+    prepared: Prepared,
+    config_path: Option<PathBuf>,
+) -> Result<Corral, StartupError> {
+    let pool = Arc::new(prepared.pool);
+    let config = pool.yaml_config();
     let conf = ServerConf {
         threads: config.threads,
         // SIGTERM is handled by `shutdown::DrainOnTerm`, which waits only as long as
@@ -41,20 +47,16 @@ pub fn build_from(config: Config, config_path: Option<PathBuf>) -> anyhow::Resul
         grace_period_seconds: Some(config.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
         // One retry per allowed backend switch, plus the first attempt.
-        max_retries: config.routing.max_retries + 1,
+        max_retries: config.routing.max_retries.saturating_add(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let listen = config.listen.clone();
-    // Run-time backends and drain flags saved by the admin API come back.
-    let pool = Arc::new(crate::admin::persist::restore_pool(config)?);
-
     let queue = Arc::new(AdmissionQueue::default());
     let proxy_app = CorralProxy::new(pool.clone(), queue.clone());
     let mut proxy = http_proxy_service(&server.configuration, proxy_app);
-    for addr in &listen {
+    for addr in &config.listen {
         proxy.add_tcp(&addr.to_string());
     }
     server.add_service(proxy);
@@ -68,7 +70,7 @@ pub fn build_from(config: Config, config_path: Option<PathBuf>) -> anyhow::Resul
         server.add_service(background_service("reload", reloader));
     }
     let mut admin = AdminService::new(pool.clone(), queue.clone()).with_reloads(reloads);
-    if let Some(cluster) = pool.yaml_config().cluster.clone() {
+    if let Some(cluster) = config.cluster.clone() {
         admin = admin.with_cluster(crate::cluster::start(&mut server, cluster, &pool));
     }
     server.add_service(background_service("admin", admin));

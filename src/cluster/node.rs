@@ -99,7 +99,7 @@ impl BackgroundService for ClusterService {
     }
 }
 
-fn raft_config(c: &ClusterConfig) -> Result<openraft::Config, String> {
+pub(crate) fn raft_config(c: &ClusterConfig) -> Result<openraft::Config, String> {
     let ms = |d: Duration| d.as_millis() as u64;
     openraft::Config {
         cluster_name: "corral".into(),

@@ -22,6 +22,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Takes charge of `child`; `stderr_path` is where its stderr goes, if a file.
+    pub fn new(child: Child, stderr_path: Option<std::path::PathBuf>) -> Proc {
+        Proc { child, stderr_path }
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
