@@ -1,6 +1,6 @@
 //! Assembles and runs the Pingora server: the proxy service on every `listen` address
 //! and the health checker beside it. Only a config that passed `startup::prepare` gets
-//! here.
+//! here, and every socket is bound before Pingora starts.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use crate::proxy::CorralProxy;
 use crate::reload::{ReloadStatus, Reloader};
 use crate::routing::AdmissionQueue;
 use crate::shutdown::DrainOnTerm;
+use crate::startup::listeners::PreBound;
 use crate::startup::{Prepared, StartupError};
 
 /// A built, not yet running, corral server.
@@ -32,14 +33,15 @@ pub fn build(config: Config) -> Result<Corral, StartupError> {
     build_from(crate::startup::prepare(config)?, None)
 }
 
-/// Builds the server; with `config_path`, the file is watched and reloaded on change
-/// and on SIGHUP.
+/// Binds every listen address and builds the server; with `config_path`, the file is
+/// watched and reloaded on change and on SIGHUP.
 pub fn build_from(
     prepared: Prepared,
     config_path: Option<PathBuf>,
 ) -> Result<Corral, StartupError> {
     let pool = Arc::new(prepared.pool);
     let config = pool.yaml_config();
+    let sockets = crate::startup::listeners::bind(&config)?;
     let conf = ServerConf {
         threads: config.threads,
         // SIGTERM is handled by `shutdown::DrainOnTerm`, which waits only as long as
@@ -56,10 +58,10 @@ pub fn build_from(
     let queue = Arc::new(AdmissionQueue::default());
     let proxy_app = CorralProxy::new(pool.clone(), queue.clone());
     let mut proxy = http_proxy_service(&server.configuration, proxy_app);
-    for addr in &config.listen {
-        proxy.add_tcp(&addr.to_string());
+    for (addr, _) in &sockets.proxy {
+        proxy.add_tcp(addr);
     }
-    server.add_service(proxy);
+    server.add_service(PreBound::new(proxy, sockets.proxy));
     server.add_service(background_service(
         "health",
         HealthChecker::new(pool.clone()),
@@ -69,9 +71,10 @@ pub fn build_from(
         let reloader = Reloader::new(pool.clone(), path, reloads.clone());
         server.add_service(background_service("reload", reloader));
     }
-    let mut admin = AdminService::new(pool.clone(), queue.clone()).with_reloads(reloads);
-    if let Some(cluster) = config.cluster.clone() {
-        admin = admin.with_cluster(crate::cluster::start(&mut server, cluster, &pool));
+    let mut admin =
+        AdminService::new(pool.clone(), queue.clone(), sockets.admin).with_reloads(reloads);
+    if let (Some(cluster), Some(listener)) = (config.cluster.clone(), sockets.cluster) {
+        admin = admin.with_cluster(crate::cluster::start(&mut server, cluster, &pool, listener));
     }
     server.add_service(background_service("admin", admin));
     Ok(Corral {

@@ -1,10 +1,13 @@
 //! Start-up refuses what is unsafe: `corral check` refuses every file `serve`
-//! refuses, with the same message.
+//! refuses, with the same message; a listen address that is taken stops `serve` and
+//! `demo` at once with one line.
 
 mod common;
 
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
+use std::time::Instant;
 
 use common::*;
 
@@ -108,4 +111,64 @@ async fn check_refuses_every_config_serve_refuses_with_the_same_message() {
         assert_eq!(check.stderr.lines().count(), 1, "{}", check.stderr);
         assert_eq!(serve.stderr, check.stderr, "{yaml}");
     }
+}
+
+/// A config whose listeners are free except for `taken`, put in `setting`'s place.
+fn config_with(setting: &str, taken: std::net::SocketAddr, dir: &Path) -> String {
+    let free = |s: &str| {
+        if s == setting {
+            taken.to_string()
+        } else {
+            "127.0.0.1:0".into()
+        }
+    };
+    let cluster = if setting == "cluster.listen" {
+        format!(
+            "cluster: {{node_id: 1, listen: '{taken}', data_dir: '{}', peers: {{1: '{taken}'}}, secret: sharedsecret}}\n",
+            dir.join("raft").display()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "listen: {}\nadmin: {{listen: '{}'}}\nthreads: 1\n{cluster}",
+        free("listen"),
+        free("admin.listen")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_stops_serve_and_demo_with_one_line() {
+    let held = TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let taken = held.local_addr().expect("held address");
+    for setting in ["listen", "admin.listen", "cluster.listen"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, config_with(setting, taken, dir.path())).expect("config");
+        let started = Instant::now();
+        let serve = run(&["serve", "-c", path.to_str().expect("path")], dir.path()).await;
+        eprintln!(
+            "serve with {setting} taken exited in {:?}",
+            started.elapsed()
+        );
+        assert!(!serve.success, "{setting}: serve kept running");
+        let want = format!("corral: cannot listen on {taken} ({setting}): ");
+        assert!(serve.stderr.starts_with(&want), "{}", serve.stderr);
+        assert_eq!(serve.stderr.lines().count(), 1, "{}", serve.stderr);
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = taken.to_string();
+    let started = Instant::now();
+    let demo = run(&["demo", "--listen", &listen], dir.path()).await;
+    eprintln!("demo exited in {:?}", started.elapsed());
+    assert!(!demo.success, "demo kept running");
+    assert!(!demo.stdout.contains("Try it"), "{}", demo.stdout);
+    // The simulators, started first, may log before the error line.
+    let want = format!("corral: cannot listen on {taken} (listen): ");
+    let last = demo.stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with(&want), "{}", demo.stderr);
+    let errors = demo.stderr.lines().filter(|l| l.starts_with("corral:"));
+    assert_eq!(errors.count(), 1, "{}", demo.stderr);
+    drop(held);
 }

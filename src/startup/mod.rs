@@ -1,5 +1,9 @@
 //! What `serve` refuses before it starts anything, in one function that `corral check`
-//! runs as well, so check cannot say ok to a file serve refuses.
+//! runs as well, so check cannot say ok to a file serve refuses;
+//! and (in `listeners`) the sockets, bound before Pingora starts so that a taken port is
+//! an error at start-up instead of a retry loop behind a ready `/readyz`.
+
+pub mod listeners;
 
 use std::net::SocketAddr;
 
@@ -7,6 +11,8 @@ use crate::admin::auth::TokenError;
 use crate::admin::persist::PersistError;
 use crate::config::Config;
 use crate::pool::Pool;
+
+pub use listeners::Listeners;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -22,6 +28,12 @@ pub enum StartupError {
         a: SocketAddr,
         second: &'static str,
         b: SocketAddr,
+    },
+    #[error("cannot listen on {addr} ({setting}): {source}")]
+    Bind {
+        setting: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
     },
 }
 

@@ -68,3 +68,18 @@ fn prepare_reads_the_state_file() {
     let prepared = prepare(config(&yaml)).unwrap();
     assert!(prepared.pool.load().get("x").is_some());
 }
+
+#[test]
+fn a_taken_port_is_an_error_naming_the_setting() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap();
+    let yaml = format!("listen: 127.0.0.1:0\nadmin: {{listen: '{taken}'}}");
+    let e = listeners::bind(&config(&yaml)).err().unwrap();
+    assert!(
+        matches!(e, StartupError::Bind { setting: "admin.listen", addr, .. } if addr == taken),
+        "{e}"
+    );
+    assert!(e
+        .to_string()
+        .starts_with(&format!("cannot listen on {taken} (admin.listen): ")));
+}
