@@ -1,6 +1,7 @@
-//! Start-up refuses what is unsafe: `corral check` refuses every file `serve`
-//! refuses, with the same message; a listen address that is taken stops `serve` and
-//! `demo` at once with one line.
+//! Start-up and reload refuse what is unsafe: `corral check` refuses every file
+//! `serve` refuses, with the same message; a listen address that is taken stops
+//! `serve` and `demo` at once with one line; a reload cannot leave the admin API open
+//! to the network without a token.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::*;
+use serde_json::Value;
 
 /// What a finished corral process said.
 struct Outcome {
@@ -171,4 +173,88 @@ async fn a_taken_port_stops_serve_and_demo_with_one_line() {
     let errors = demo.stderr.lines().filter(|l| l.starts_with("corral:"));
     assert_eq!(errors.count(), 1, "{}", demo.stderr);
     drop(held);
+}
+
+async fn status(admin: &str) -> Value {
+    reqwest::get(format!("{admin}/api/v1/status"))
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("status json")
+}
+
+async fn disable_serving(admin: &str, token: Option<&str>) -> u16 {
+    let mut req = reqwest::Client::new().post(format!("{admin}/api/v1/serving/disable"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.expect("serving/disable").status().as_u16()
+}
+
+/// The admin listener is restart-only: a reload that moves it to loopback and drops
+/// the token must be judged on the listener that keeps serving, the public one.
+/// Bound on 0.0.0.0 because that is the case; every request goes to 127.0.0.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_cannot_drop_the_token_of_a_public_admin_listener() {
+    let admin_port = free_port();
+    let c = start_corral_admin(
+        &format!("listen: '0.0.0.0:{admin_port}', token: s3cret"),
+        "backends: []\n",
+    )
+    .await;
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    wait_for("the admin API", || {
+        let url = format!("{admin}/healthz");
+        async move { reqwest::get(url).await.ok().filter(|r| r.status() == 200) }
+    })
+    .await;
+    assert_eq!(disable_serving(&admin, None).await, 401);
+
+    let text = std::fs::read_to_string(c.config_path()).expect("config");
+    let loopback = free_port();
+    let opened = text.replace(
+        &format!("listen: '0.0.0.0:{admin_port}', token: s3cret"),
+        &format!("listen: '127.0.0.1:{loopback}'"),
+    );
+    assert_ne!(opened, text);
+    let tmp = c.dir.path().join(".corral.yaml.tmp");
+    std::fs::write(&tmp, opened).expect("write config");
+    std::fs::rename(&tmp, c.config_path()).expect("replace config");
+
+    let s = wait_for("the reload to fail", || {
+        let admin = admin.clone();
+        async move {
+            let s = status(&admin).await;
+            (s["reloads"]["failures"] == 1).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(s["reloads"]["successes"], 0, "{s}");
+    let error = s["reloads"]["last_error"].as_str().expect("last_error");
+    let file = c.config_path().display().to_string();
+    assert!(error.starts_with(&file), "{error}");
+    assert!(
+        error.contains(&format!("0.0.0.0:{admin_port} is not a loopback")),
+        "{error}"
+    );
+    let log = c.proc.log();
+    assert!(
+        log.contains("config reload failed") && log.contains(&file),
+        "{log}"
+    );
+    let metrics = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("corral_config_reloads_total{result=\"failure\"} 1"),
+        "{metrics}"
+    );
+
+    // The old config, token included, still guards the writes.
+    assert_eq!(disable_serving(&admin, None).await, 401);
+    assert_eq!(disable_serving(&admin, Some("s3cret")).await, 200);
 }

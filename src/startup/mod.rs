@@ -1,5 +1,5 @@
 //! What `serve` refuses before it starts anything, in one function that `corral check`
-//! runs as well, so check cannot say ok to a file serve refuses;
+//! and a hot reload run as well, so none of them can say ok to a file another refuses;
 //! and (in `listeners`) the sockets, bound before Pingora starts so that a taken port is
 //! an error at start-up instead of a retry loop behind a ready `/readyz`.
 
@@ -45,7 +45,8 @@ pub struct Prepared {
 
 /// Everything about a config that can be judged without binding a socket: the admin
 /// token resolves and a non-loopback admin listener has one, no two listeners share an
-/// address, and the Raft settings are valid.
+/// address, and the Raft settings are valid. Hot reload runs it on the file as written
+/// and on the config that will actually serve.
 pub fn validate(config: &Config) -> Result<(), StartupError> {
     crate::admin::auth::check_config(config)?;
     check_addresses(config)?;
