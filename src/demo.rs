@@ -89,6 +89,8 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
             weight: 1,
         });
     }
+    // Bound before the banner: a taken port must not be followed by "Try it".
+    let corral = crate::server::build(config)?;
     println!("corral demo: 3 simulated Ollama servers behind corral on http://{listen}\n");
     for ((name, addr), (_, models, resident)) in fleet.iter().zip(FLEET) {
         println!(
@@ -102,5 +104,5 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
          curl http://{listen}/v1/chat/completions -d '{{\"model\":\"mistral\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n\n\
          Every answer carries X-Corral-Backend (curl -i shows it). Ctrl-C stops the demo.\n"
     );
-    crate::server::build(config)?.run_forever()
+    corral.run_forever()
 }

@@ -19,3 +19,4 @@ pub mod routing;
 pub mod server;
 pub mod shutdown;
 pub mod sim;
+pub mod startup;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use corral::config::Config;
@@ -91,19 +92,38 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("corral: {e:#}");
+            eprintln!("corral: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-fn serve(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
-    corral::server::build_from(config, Some(path.to_path_buf()))?.run_forever()
+/// The error and its causes on one line, each cause once: thiserror messages often
+/// embed their source already (`{path}: {source}`).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
+fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let prepared = prepare(path)?;
+    corral::server::build_from(prepared, Some(path.to_path_buf()))?.run_forever()
+}
+
+/// Refuses exactly what `serve` refuses before it binds a socket.
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+    let prepared = prepare(path)?;
+    let config = prepared.pool.yaml_config();
     println!(
         "{}: ok ({} backend{}, strategy {})",
         path.display(),
@@ -112,6 +132,13 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         config.routing.strategy.as_str()
     );
     Ok(())
+}
+
+/// The file loaded and judged as `serve` and `check` both do; errors past the parser's
+/// own `file:line:col` ones name the file.
+fn prepare(path: &std::path::Path) -> anyhow::Result<corral::startup::Prepared> {
+    let config = Config::load(path)?;
+    corral::startup::prepare(config).with_context(|| path.display().to_string())
 }
 
 /// Runs a client subcommand; its error is already the one line to print.

@@ -41,10 +41,22 @@ pub struct ReloadStatus {
 pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The file as written is one `serve` would refuse at the next start.
     #[error("{path}: {source}")]
-    Admin {
+    Invalid {
         path: String,
-        source: crate::admin::auth::TokenError,
+        source: Box<crate::startup::StartupError>,
+    },
+    /// Fine as written, but not with the restart-only settings that keep their running
+    /// values (an admin token removed while the running admin listener is public).
+    #[error(
+        "{path}: {source}; that is the running admin listener, the file's admin.listen \
+         {requested} applies only after a restart"
+    )]
+    UnsafeWithRunning {
+        path: String,
+        requested: std::net::SocketAddr,
+        source: Box<crate::startup::StartupError>,
     },
 }
 
@@ -98,17 +110,25 @@ impl Reloader {
             Ok(c) => c,
             Err(e) => return self.fail(trigger, e.into()),
         };
-        if let Err(source) = crate::admin::auth::check_config(&new) {
-            return self.fail(
-                trigger,
-                ReloadError::Admin {
-                    path: origin,
-                    source,
-                },
-            );
+        if let Err(e) = crate::startup::validate(&new) {
+            let (path, source) = (origin, Box::new(e));
+            return self.fail(trigger, ReloadError::Invalid { path, source });
         }
+        let requested = new.admin.listen;
         let running = self.pool.yaml_config();
         let (new, pending) = keep_restart_only(&running, new);
+        // The token rule must hold for the listeners that keep serving, not only for
+        // the file's: dropping the token while a public admin listener stays would open
+        // the admin API to the network.
+        if let Err(e) = crate::startup::validate(&new) {
+            let (path, source) = (origin, Box::new(e));
+            let e = ReloadError::UnsafeWithRunning {
+                path,
+                requested,
+                source,
+            };
+            return self.fail(trigger, e);
+        }
         if pending.is_empty() {
             self.status.restart_needed.store(None);
         } else {
@@ -130,7 +150,12 @@ impl Reloader {
 
     fn fail(&self, trigger: &str, e: ReloadError) -> Result<bool, ReloadError> {
         let msg = e.to_string();
-        tracing::error!(trigger, error = %msg, "config reload failed; keeping the running config");
+        tracing::error!(
+            file = %self.path.display(),
+            trigger,
+            error = %msg,
+            "config reload failed; keeping the running config"
+        );
         self.status.failures.fetch_add(1, Ordering::Relaxed);
         self.status.last_error.store(Some(Arc::new(msg)));
         crate::metrics::global().config_reload(false);
@@ -322,5 +347,46 @@ mod tests {
         // Same text again: nothing to do unless forced.
         assert!(!r.reload("test", false).await.unwrap());
         assert!(r.reload("test", true).await.unwrap());
+    }
+
+    /// The token rule holds for the admin listener that keeps serving: a file that
+    /// moves `admin.listen` to loopback and drops the token is fine as written, but the
+    /// public listener stays until a restart, so the reload is refused.
+    #[tokio::test]
+    async fn dropping_the_token_of_a_public_admin_listener_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "admin: {listen: '0.0.0.0:1', token: s3cret}\n").unwrap();
+        let pool = Arc::new(Pool::new(Config::load(&path).unwrap()));
+        let status = Arc::new(ReloadStatus::default());
+        let r = Reloader::new(pool.clone(), path.clone(), status.clone());
+
+        std::fs::write(&path, "admin: {listen: '127.0.0.1:2'}\n").unwrap();
+        let err = r.reload("test", false).await.unwrap_err();
+        assert!(
+            matches!(err, ReloadError::UnsafeWithRunning { .. }),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+        assert!(
+            msg.contains("admin.listen 0.0.0.0:1 is not a loopback"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("127.0.0.1:2 applies only after a restart"),
+            "{msg}"
+        );
+        assert_eq!(status.failures.load(Ordering::Relaxed), 1);
+        assert_eq!(pool.yaml_config().admin.token.as_deref(), Some("s3cret"));
+
+        // Keeping a token while moving the listener is a normal restart-only change.
+        std::fs::write(&path, "admin: {listen: '127.0.0.1:2', token: other}\n").unwrap();
+        assert!(r.reload("test", false).await.unwrap());
+        let applied = pool.yaml_config();
+        assert_eq!(applied.admin.listen, "0.0.0.0:1".parse().unwrap());
+        assert_eq!(applied.admin.token.as_deref(), Some("other"));
+        let pending = status.restart_needed.load_full().unwrap();
+        assert_eq!(*pending, vec!["admin.listen".to_string()]);
     }
 }

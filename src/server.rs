@@ -1,5 +1,6 @@
 //! Assembles and runs the Pingora server: the proxy service on every `listen` address
-//! and the health checker beside it.
+//! and the health checker beside it. Only a config that passed `startup::prepare` gets
+//! here, and every socket is bound before Pingora starts.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use crate::proxy::CorralProxy;
 use crate::reload::{ReloadStatus, Reloader};
 use crate::routing::{AdmissionQueue, DemandTable, Prewarm};
 use crate::shutdown::DrainOnTerm;
+use crate::startup::listeners::PreBound;
+use crate::startup::{Prepared, StartupError};
 
 /// A built, not yet running, corral server.
 pub struct Corral {
@@ -25,15 +28,20 @@ pub struct Corral {
     queue: Arc<AdmissionQueue>,
 }
 
-pub fn build(config: Config) -> anyhow::Result<Corral> {
-    build_from(config, None)
+/// Validates `config` like `serve` does and builds a server without a watched file.
+pub fn build(config: Config) -> Result<Corral, StartupError> {
+    build_from(crate::startup::prepare(config)?, None)
 }
 
-/// Builds the server; with `config_path`, the file is watched and reloaded on change
-/// and on SIGHUP.
-pub fn build_from(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Corral> {
-    // An admin API open to the network without a token would let anyone drain the fleet.
-    crate::admin::auth::check_config(&config)?;
+/// Binds every listen address and builds the server; with `config_path`, the file is
+/// watched and reloaded on change and on SIGHUP.
+pub fn build_from(
+    prepared: Prepared,
+    config_path: Option<PathBuf>,
+) -> Result<Corral, StartupError> {
+    let pool = Arc::new(prepared.pool);
+    let config = pool.yaml_config();
+    let sockets = crate::startup::listeners::bind(&config)?;
     let conf = ServerConf {
         threads: config.threads,
         // SIGTERM is handled by `shutdown::DrainOnTerm`, which waits only as long as
@@ -41,24 +49,20 @@ pub fn build_from(config: Config, config_path: Option<PathBuf>) -> anyhow::Resul
         grace_period_seconds: Some(config.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
         // One retry per allowed backend switch, plus the first attempt.
-        max_retries: config.routing.max_retries + 1,
+        max_retries: config.routing.max_retries.saturating_add(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let listen = config.listen.clone();
-    // Run-time backends and drain flags saved by the admin API come back.
-    let pool = Arc::new(crate::admin::persist::restore_pool(config)?);
-
     let queue = Arc::new(AdmissionQueue::default());
     let demand = Arc::new(DemandTable::default());
     let proxy_app = CorralProxy::new(pool.clone(), queue.clone(), demand.clone());
     let mut proxy = http_proxy_service(&server.configuration, proxy_app);
-    for addr in &listen {
-        proxy.add_tcp(&addr.to_string());
+    for (addr, _) in &sockets.proxy {
+        proxy.add_tcp(addr);
     }
-    server.add_service(proxy);
+    server.add_service(PreBound::new(proxy, sockets.proxy));
     server.add_service(background_service(
         "health",
         HealthChecker::new(pool.clone()),
@@ -72,11 +76,11 @@ pub fn build_from(config: Config, config_path: Option<PathBuf>) -> anyhow::Resul
         let reloader = Reloader::new(pool.clone(), path, reloads.clone());
         server.add_service(background_service("reload", reloader));
     }
-    let mut admin = AdminService::new(pool.clone(), queue.clone())
+    let mut admin = AdminService::new(pool.clone(), queue.clone(), sockets.admin)
         .with_reloads(reloads)
         .with_demand(demand);
-    if let Some(cluster) = pool.yaml_config().cluster.clone() {
-        admin = admin.with_cluster(crate::cluster::start(&mut server, cluster, &pool));
+    if let (Some(cluster), Some(listener)) = (config.cluster.clone(), sockets.cluster) {
+        admin = admin.with_cluster(crate::cluster::start(&mut server, cluster, &pool, listener));
     }
     server.add_service(background_service("admin", admin));
     Ok(Corral {

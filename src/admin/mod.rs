@@ -28,6 +28,8 @@ pub use views::{BackendView, ModelPlacement, ReloadView, StatusView};
 
 pub struct AdminService {
     state: AdminState,
+    /// Bound at start-up (see `startup::listeners`); taken when the service starts.
+    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
     /// With `cluster` configured: the cluster endpoints, and backend writes via Raft.
     cluster: Option<crate::cluster::admin::ClusterAdmin>,
 }
@@ -46,8 +48,13 @@ pub struct AdminState {
 }
 
 impl AdminService {
-    pub fn new(pool: Arc<Pool>, queue: Arc<AdmissionQueue>) -> AdminService {
+    pub fn new(
+        pool: Arc<Pool>,
+        queue: Arc<AdmissionQueue>,
+        listener: std::net::TcpListener,
+    ) -> AdminService {
         AdminService {
+            listener: std::sync::Mutex::new(Some(listener)),
             state: AdminState {
                 pool,
                 queue,
@@ -110,7 +117,16 @@ impl AdminService {
 impl BackgroundService for AdminService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let addr = self.state.pool.load().config.admin.listen;
-        let listener = match tokio::net::TcpListener::bind(addr).await {
+        let taken = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(listener) = taken else {
+            tracing::error!(%addr, "admin API started twice; its socket is gone");
+            return;
+        };
+        let listener = match tokio::net::TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(%addr, error = %e, "admin API cannot listen");

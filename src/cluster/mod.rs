@@ -34,10 +34,12 @@ pub fn unix_ms() -> u64 {
 
 /// Adds the Raft member to `server` as a background service (its thread starts when
 /// the server runs, after any daemonizing fork) and returns what the admin API needs.
+/// `listener` is `config.listen`, already bound (see `startup::listeners`).
 pub fn start(
     server: &mut pingora::server::Server,
     config: crate::config::ClusterConfig,
     pool: &std::sync::Arc<crate::pool::Pool>,
+    listener: std::net::TcpListener,
 ) -> admin::ClusterAdmin {
     let slot = std::sync::Arc::new(ClusterSlot::default());
     let admin_addr = config
@@ -49,6 +51,7 @@ pub fn start(
         admin_addr,
         pool: pool.clone(),
         slot: slot.clone(),
+        listener: std::sync::Mutex::new(Some(listener)),
     };
     server.add_service(pingora::services::background::background_service(
         "cluster", service,

@@ -66,6 +66,8 @@ pub struct ClusterService {
     pub admin_addr: String,
     pub pool: Arc<Pool>,
     pub slot: Arc<ClusterSlot>,
+    /// The peer RPC socket, bound at start-up; moved to the Raft thread on start.
+    pub listener: Mutex<Option<std::net::TcpListener>>,
 }
 
 #[async_trait]
@@ -76,6 +78,14 @@ impl BackgroundService for ClusterService {
         let admin_addr = self.admin_addr.clone();
         let pool = self.pool.clone();
         let slot = self.slot.clone();
+        let Some(listener) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return self.slot.fail("cluster service started twice".to_string());
+        };
         let spawned = std::thread::Builder::new()
             .name("corral-raft".into())
             .spawn(move || {
@@ -88,7 +98,7 @@ impl BackgroundService for ClusterService {
                     Ok(rt) => rt,
                     Err(e) => return slot.fail(format!("cannot start the Raft runtime: {e}")),
                 };
-                rt.block_on(run(config, admin_addr, pool, slot, stop_rx));
+                rt.block_on(run(config, listener, admin_addr, pool, slot, stop_rx));
             });
         if let Err(e) = spawned {
             self.slot.fail(format!("cannot start the Raft thread: {e}"));
@@ -99,7 +109,7 @@ impl BackgroundService for ClusterService {
     }
 }
 
-fn raft_config(c: &ClusterConfig) -> Result<openraft::Config, String> {
+pub(crate) fn raft_config(c: &ClusterConfig) -> Result<openraft::Config, String> {
     let ms = |d: Duration| d.as_millis() as u64;
     openraft::Config {
         cluster_name: "corral".into(),
@@ -117,6 +127,7 @@ fn raft_config(c: &ClusterConfig) -> Result<openraft::Config, String> {
 
 async fn run(
     config: ClusterConfig,
+    listener: std::net::TcpListener,
     admin_addr: String,
     pool: Arc<Pool>,
     slot: Arc<ClusterSlot>,
@@ -140,7 +151,7 @@ async fn run(
         Ok(x) => x,
         Err(e) => return slot.fail(format!("cannot read Raft storage: {e}")),
     };
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => return slot.fail(format!("cluster.listen {}: {e}", config.listen)),
     };

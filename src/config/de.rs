@@ -212,31 +212,63 @@ pub struct BackendUrl {
 }
 
 impl BackendUrl {
+    /// Parses with a real URL parser (WHATWG, the `url` crate), so a port out of range is
+    /// an error rather than a silent default, and refuses what corral would not send:
+    /// credentials, a path, a query. `https://` is refused: corral speaks plain HTTP to
+    /// backends.
     pub fn parse(raw: &str) -> Result<BackendUrl, String> {
         let s = raw.trim();
-        let (rest, default_port) = match s.split_once("://") {
-            Some(("http", rest)) => (rest, 80),
-            Some((scheme, _)) => {
-                return Err(format!(
-                "unsupported scheme '{scheme}' in backend url '{raw}' (only http:// is supported)"
-            ))
+        let invalid = |why: &dyn fmt::Display| format!("invalid backend url '{raw}': {why}");
+        // The URL parser drops tabs and newlines inside a URL; in a config they are typos.
+        if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(&"empty or contains whitespace"));
+        }
+        let (url, default_port) = match s.split_once("://") {
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => {
+                let url = url::Url::parse(s).map_err(|e| invalid(&e))?;
+                (url, 80)
             }
-            None => (s, 11434),
+            Some((scheme, _)) => {
+                let why = "only http:// is supported";
+                return Err(format!(
+                    "unsupported scheme '{scheme}' in backend url '{raw}' ({why})"
+                ));
+            }
+            // `host:port` alone would parse as scheme `host`; read it as Ollama does.
+            None => {
+                let url = url::Url::parse(&format!("http://{s}")).map_err(|e| invalid(&e))?;
+                (url, 11434)
+            }
         };
-        let rest = rest.trim_end_matches('/');
-        if rest.contains('/') || rest.contains('?') {
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!(
+                "backend url '{raw}' has credentials (user:password@); corral does not send them"
+            ));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
             return Err(format!(
                 "backend url '{raw}' has a path; corral needs the server root (http://host:port)"
             ));
         }
-        let uri: http::uri::Authority = rest
-            .parse()
-            .map_err(|e| format!("invalid backend url '{raw}': {e}"))?;
-        if uri.host().is_empty() {
-            return Err(format!("backend url '{raw}' has no host"));
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_string(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(format!("backend url '{raw}' has no host")),
+        };
+        let port = match url.port() {
+            Some(p) => p,
+            None if default_port == 80 => 80,
+            // `Url` hides a port equal to its scheme's default, so an explicit `:80`
+            // without a scheme looks like no port at all; https's default differs.
+            None => url::Url::parse(&format!("https://{s}"))
+                .ok()
+                .and_then(|u| u.port())
+                .unwrap_or(default_port),
+        };
+        if port == 0 {
+            return Err(invalid(&"port 0"));
         }
-        let host = uri.host().trim_start_matches('[').trim_end_matches(']');
-        let port = uri.port_u16().unwrap_or(default_port);
         let authority = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
@@ -244,7 +276,7 @@ impl BackendUrl {
         };
         Ok(BackendUrl {
             authority,
-            host: host.to_string(),
+            host,
             port,
         })
     }

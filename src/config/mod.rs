@@ -34,7 +34,7 @@ pub struct Config {
     #[serde(default)]
     pub timeouts: TimeoutConfig,
     /// Worker threads of the proxy service.
-    #[serde(default = "defaults::threads")]
+    #[serde(default = "defaults::threads", deserialize_with = "de::positive_usize")]
     pub threads: usize,
     /// On SIGTERM, the longest wait for in-flight requests before corral exits anyway.
     #[serde(

@@ -82,3 +82,41 @@ fn backend_url_follows_ollama_host_rules() {
     assert_eq!(BackendUrl::parse("[::1]:5").unwrap().authority, "[::1]:5");
     assert!(BackendUrl::parse("http://gpu/ollama").is_err());
 }
+
+#[test]
+fn backend_url_ports_are_explicit_or_the_ollama_defaults() {
+    let authority = |s: &str| BackendUrl::parse(s).unwrap().authority;
+    assert_eq!(authority("gpu:80"), "gpu:80");
+    assert_eq!(authority("gpu:443"), "gpu:443");
+    assert_eq!(authority("http://gpu:80"), "gpu:80");
+    assert_eq!(authority("HTTP://GPU:5"), "gpu:5");
+    assert_eq!(authority("http://[::1]"), "[::1]:80");
+    assert_eq!(authority("10.0.0.1"), "10.0.0.1:11434");
+    assert!(BackendUrl::parse("http://gpu:0").is_err());
+    assert!(BackendUrl::parse("http://gpu:11434?x=1").is_err());
+    assert!(BackendUrl::parse("http://gp u").is_err());
+    assert!(BackendUrl::parse(":11434").is_err());
+}
+
+#[test]
+fn backend_url_invalid_port_or_credentials_are_errors_with_location() {
+    for bad in [
+        "http://gpu:99999",
+        "gpu:99999",
+        "gpu:11434x",
+        "http://gpu:-1",
+    ] {
+        let e = err(&format!("backends:\n  - name: a\n    url: '{bad}'\n"));
+        assert!(e.starts_with("c.yaml:3:10: "), "{bad}: {e}");
+        assert!(e.contains("invalid port number"), "{bad}: {e}");
+    }
+    for bad in ["http://user:pw@gpu:11434", "user@gpu", "http://:pw@gpu"] {
+        let e = err(&format!("backends:\n  - name: a\n    url: '{bad}'\n"));
+        assert!(e.starts_with("c.yaml:3:10: "), "{bad}: {e}");
+        assert!(e.contains("has credentials"), "{bad}: {e}");
+    }
+    // https is refused, as before: corral speaks plain HTTP to backends.
+    let e = err("backends:\n  - name: a\n    url: 'https://gpu'\n");
+    assert!(e.starts_with("c.yaml:3:10: "), "{e}");
+    assert!(e.contains("only http:// is supported"), "{e}");
+}

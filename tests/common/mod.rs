@@ -24,6 +24,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Takes charge of `child`; `stderr_path` is where its stderr goes, if a file.
+    pub fn new(child: Child, stderr_path: Option<std::path::PathBuf>) -> Proc {
+        Proc { child, stderr_path }
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -205,12 +210,17 @@ pub fn backends_yaml(sims: &[&Sim], max_concurrency: usize) -> String {
 /// Starts `corral serve` with `yaml` plus a `listen:` line it chooses, and waits until
 /// it answers and every backend in it has passed a probe.
 pub async fn start_corral(yaml: &str) -> Corral {
+    let admin_port = free_port();
+    start_corral_admin(&format!("listen: '127.0.0.1:{admin_port}'"), yaml).await
+}
+
+/// [`start_corral`] with the content of the `admin:` mapping given (its `listen: '…'`
+/// first, where [`admin_url`] looks for it).
+pub async fn start_corral_admin(admin: &str, yaml: &str) -> Corral {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let admin_port = free_port();
-    let config =
-        format!("listen: {addr}\nadmin: {{listen: '127.0.0.1:{admin_port}'}}\nthreads: 2\n{yaml}");
+    let config = format!("listen: {addr}\nadmin: {{{admin}}}\nthreads: 2\n{yaml}");
     let path = dir.path().join("corral.yaml");
     std::fs::write(&path, config).expect("write config");
     let log_path = dir.path().join("corral.log");
