@@ -120,3 +120,35 @@ fn backend_url_invalid_port_or_credentials_are_errors_with_location() {
     assert!(e.starts_with("c.yaml:3:10: "), "{e}");
     assert!(e.contains("only http:// is supported"), "{e}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 512, ..Default::default() })]
+
+    /// Whatever an editor leaves in the file, loading it answers — never panics — and a
+    /// refusal is one line that starts with the file's name.
+    #[test]
+    fn arbitrary_text_never_panics_and_errors_name_the_file(text in "(?s).{0,300}") {
+        if let Err(e) = Config::parse(&text, "c.yaml") {
+            let msg = e.to_string();
+            proptest::prop_assert!(msg.starts_with("c.yaml:"), "{}", msg);
+        }
+    }
+
+    /// Text built from the config's own keys and values in arbitrary order and nesting
+    /// exercises the validators rather than the YAML parser's first line.
+    #[test]
+    fn config_shaped_text_never_panics(
+        lines in proptest::collection::vec(
+            (0usize..3, "(listen|admin|routing|health|timeouts|backends|name|url|max_concurrency|weight|bound|queue_size|interval|max_ejection_percent|prewarm|strategy|-)",
+             "(|[0-9]{1,6}|-1|1.5|2s|500ms|true|affinity|'127.0.0.1:1'|'http://h:1'|\\[\\]|\\{\\}|\\$\\{X\\})"),
+            0..12),
+    ) {
+        let text: String = lines
+            .iter()
+            .map(|(indent, key, value)| format!("{}{}: {}\n", "  ".repeat(*indent), key, value))
+            .collect();
+        if let Err(e) = Config::parse(&text, "c.yaml") {
+            proptest::prop_assert!(e.to_string().starts_with("c.yaml:"), "{}", e);
+        }
+    }
+}

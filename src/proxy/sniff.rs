@@ -197,9 +197,24 @@ pub fn sniff_body(prefix: &[u8], model_keys: &[&str]) -> Sniff {
     match result {
         _ if finder.done() => Sniff::Complete(finder.facts),
         Ok(()) => Sniff::Complete(finder.facts),
-        Err(e) if e.is_eof() => Sniff::NeedMore(finder.facts),
+        Err(e) if e.is_eof() || number_cut_at_end(prefix) => Sniff::NeedMore(finder.facts),
         Err(e) => Sniff::NotJson(e.to_string()),
     }
+}
+
+/// Whether a parse error is only a number cut by the end of the prefix: serde_json
+/// reports `0.` or `1e-` at the end of input as an invalid number rather than as end of
+/// input, but the next chunk may complete it. A digit appended tells the two apart.
+fn number_cut_at_end(prefix: &[u8]) -> bool {
+    if !prefix
+        .last()
+        .is_some_and(|b| matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        return false;
+    }
+    let mut completed = prefix.to_vec();
+    completed.push(b'0');
+    !matches!(sniff_body(&completed, &[]), Sniff::NotJson(_))
 }
 
 #[cfg(test)]
@@ -288,6 +303,19 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_ending_inside_a_number_needs_more() {
+        let body = br#"{"options":{"temperature":0.5,"seed":-12e3},"model":"m"}"#;
+        for cut in 0..body.len() {
+            let s = sniff_body(&body[..cut], MODEL);
+            assert!(matches!(s, Sniff::NeedMore(_)), "cut {cut}: {s:?}");
+        }
+        assert!(matches!(
+            sniff_body(b"{\"n\": 1.}", MODEL),
+            Sniff::NotJson(_)
+        ));
+    }
+
+    #[test]
     fn absent_and_invalid() {
         assert_eq!(model(sniff_body(br#"{"prompt":"x"}"#, MODEL)), None);
         assert_eq!(model(sniff_body(br#"{"model":3}"#, MODEL)), None);
@@ -304,5 +332,80 @@ mod tests {
             .as_deref(),
             Some("a")
         );
+    }
+
+    /// The proxy's loop over arriving chunks: sniff the prefix seen so far after each
+    /// one, stop at the first complete answer.
+    fn sniff_chunks(body: &[u8], cuts: &[usize], keys: &[&str]) -> Sniff {
+        let mut ends: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+        ends.push(body.len());
+        ends.sort_unstable();
+        let mut last = Sniff::NeedMore(Facts::default());
+        for end in ends {
+            last = sniff_body(&body[..end], keys);
+            if !matches!(last, Sniff::NeedMore(_)) {
+                return last;
+            }
+        }
+        last
+    }
+
+    fn text() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::string::string_regex("[a-zA-Z0-9 \"\\\\{}\\[\\]:,\u{e9}\u{1F600}]{0,40}")
+            .expect("valid regex")
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 512, ..Default::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = sniff_body(&bytes, &["model", "name"]);
+        }
+
+        /// Valid bodies (any key order, whitespace and escapes serde_json writes) give
+        /// the same facts however the body is cut into chunks.
+        #[test]
+        fn rechunking_a_valid_body_never_changes_the_result(
+            model in text(),
+            system in proptest::option::of(text()),
+            turns in proptest::collection::vec(("user|assistant|system", text()), 0..4),
+            prompt in proptest::option::of(text()),
+            model_first in proptest::bool::ANY,
+            pretty in proptest::bool::ANY,
+            cuts in proptest::collection::vec(0usize..4096, 0..6),
+        ) {
+            let mut body = serde_json::Map::new();
+            let messages: Vec<Value> = turns
+                .iter()
+                .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
+                .collect();
+            if model_first {
+                body.insert("model".into(), model.clone().into());
+            }
+            body.insert("options".into(), serde_json::json!({"temperature": 0.5, "stop": ["}", "\""]}));
+            if let Some(s) = &system {
+                body.insert("system".into(), s.clone().into());
+            }
+            if !messages.is_empty() {
+                body.insert("messages".into(), messages.into());
+            }
+            if let Some(p) = &prompt {
+                body.insert("prompt".into(), p.clone().into());
+            }
+            if !model_first {
+                body.insert("model".into(), model.clone().into());
+            }
+            let value = Value::Object(body);
+            let bytes = if pretty {
+                serde_json::to_vec_pretty(&value)
+            } else {
+                serde_json::to_vec(&value)
+            }
+            .expect("serializable");
+            let whole = sniff_body(&bytes, MODEL);
+            proptest::prop_assert!(matches!(whole, Sniff::Complete(_)), "{:?}", whole);
+            proptest::prop_assert_eq!(sniff_chunks(&bytes, &cuts, MODEL), whole);
+        }
     }
 }
