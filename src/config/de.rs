@@ -1,4 +1,4 @@
-//! Deserializers that validate as they parse, so serde_yaml can attach the location of
+//! Deserializers that validate as they parse, so serde_norway can attach the location of
 //! the offending value to each error.
 
 use std::fmt;
@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::BackendConfig;
 
-// Checks run inside the visitors, not after `deserialize` returns: serde_yaml marks an
+// Checks run inside the visitors, not after `deserialize` returns: serde_norway marks an
 // error with the scalar's position only while the scalar is being visited; later it
 // points at the enclosing mapping.
 

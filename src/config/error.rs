@@ -21,11 +21,11 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub(super) fn from_yaml(origin: &str, e: serde_yaml::Error) -> ConfigError {
+    pub(super) fn from_yaml(origin: &str, e: serde_norway::Error) -> ConfigError {
         let text = e.to_string();
         match e.location() {
             Some(loc) => {
-                // serde_yaml appends " at line L column C"; we print the location first.
+                // serde_norway appends " at line L column C"; we print the location first.
                 let suffix = format!(" at line {} column {}", loc.line(), loc.column());
                 let message = text
                     .strip_suffix(&suffix)

@@ -274,9 +274,9 @@ impl Config {
 
     /// Parses configuration text; `origin` names it in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        // An empty file is a valid "all defaults" config; serde_yaml calls it EOF.
+        // An empty file is a valid "all defaults" config; serde_norway calls it EOF.
         let text = if text.trim().is_empty() { "{}" } else { text };
-        serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(origin, e))
+        serde_norway::from_str(text).map_err(|e| ConfigError::from_yaml(origin, e))
     }
 }
 

@@ -66,7 +66,7 @@ fn bad_values_have_locations() {
 #[test]
 fn duplicate_backend_names_are_rejected() {
     let e = err("backends:\n  - {name: a, url: x}\n  - {name: a, url: y}\n");
-    // serde_yaml reports the list's position for an error raised after it was read.
+    // serde_norway reports the list's position for an error raised after it was read.
     assert!(e.starts_with("c.yaml:2:"), "{e}");
     assert!(e.contains("duplicate backend name 'a'"), "{e}");
 }
