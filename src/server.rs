@@ -56,6 +56,10 @@ pub fn build_from(
     server.bootstrap();
 
     let queue = Arc::new(AdmissionQueue::default());
+    crate::metrics::global().set_live_source(crate::metrics::LiveSource {
+        pool: pool.clone(),
+        queue: queue.clone(),
+    });
     let demand = Arc::new(DemandTable::default());
     let proxy_app = CorralProxy::new(pool.clone(), queue.clone(), demand.clone());
     let mut proxy = http_proxy_service(&server.configuration, proxy_app);

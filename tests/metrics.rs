@@ -185,3 +185,73 @@ async fn cold_loads_are_a_histogram() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_churn_leaves_the_label_set_bounded() {
+    let a = start_sim(&["--models", "llama3", "--tokens-per-sec", "1000"]);
+    let c = start_corral(&format!(
+        "health: {{interval: 200ms}}\n{}",
+        backends_yaml(&[&a], 2)
+    ))
+    .await;
+    wait_routable(&c, &["llama3"]).await;
+    let http = reqwest::Client::new();
+    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+    let churned = |text: &str| text.lines().any(|l| l.contains("model=\"churn-"));
+    // One round so every series a request creates exists before the baseline.
+    let gen = |model: String| {
+        let http = http.clone();
+        let url = format!("{}/api/generate", c.url());
+        async move {
+            let r = http
+                .post(url)
+                .json(&json!({"model": model, "prompt": "x", "stream": false}))
+                .send()
+                .await
+                .expect("generate");
+            assert_eq!(r.status(), 200, "{model}");
+            let _ = r.bytes().await;
+        }
+    };
+    gen("llama3".into()).await;
+    let churn = |range: std::ops::Range<usize>| {
+        let http = http.clone();
+        let gen = &gen;
+        let c = &c;
+        async move {
+            for i in range {
+                let name = format!("churn-{i}");
+                let r = http
+                    .post(format!("{}/api/copy", c.url()))
+                    .json(&json!({"source": "llama3", "destination": name}))
+                    .send()
+                    .await
+                    .expect("copy");
+                assert_eq!(r.status(), 200);
+                wait_model(c, &name).await;
+                gen(name.clone()).await;
+                let r = http
+                    .delete(format!("{}/api/delete", c.url()))
+                    .json(&json!({"model": name}))
+                    .send()
+                    .await
+                    .expect("delete");
+                assert_eq!(r.status(), 200);
+            }
+            // Once the fleet no longer lists them, their series are gone.
+            wait_for("churned models' series to be removed", || async {
+                let text = scrape(c).await;
+                (!churned(&text)).then_some(series(&text))
+            })
+            .await
+        }
+    };
+    // The first pairs create the series copy and delete themselves add (a fixed set
+    // of endpoints); after that, churn must not grow the output at all.
+    let after_5 = churn(0..5).await;
+    let after_20 = churn(5..20).await;
+    assert_eq!(
+        after_20, after_5,
+        "{after_5} series after 5 copy+delete pairs, {after_20} after 20"
+    );
+}

@@ -42,22 +42,16 @@ pub async fn backends(State(s): State<AdminState>) -> Json<Vec<BackendView>> {
     )
 }
 
-fn refreshed(s: &AdminState) -> &'static crate::metrics::Metrics {
-    let m = crate::metrics::global();
-    m.refresh(&s.pool.load(), s.queue.depth(), s.pool.is_serving());
-    m
-}
-
-pub async fn prometheus(State(s): State<AdminState>) -> impl IntoResponse {
+pub async fn prometheus() -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        refreshed(&s).render_text(),
+        crate::metrics::global().render_text(),
     )
 }
 
-pub async fn metrics_json(State(s): State<AdminState>) -> Json<MetricsView> {
-    Json(refreshed(&s).render_json())
+pub async fn metrics_json() -> Json<MetricsView> {
+    Json(crate::metrics::global().render_json())
 }

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use axum::body::{to_bytes, Body, Bytes};
+use axum::body::{to_bytes, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
@@ -168,9 +168,6 @@ async fn intercept(State(a): State<ClusterAdmin>, req: Request, next: Next) -> R
         }
         return next.run(req).await;
     }
-    if req.method() == Method::GET && path == "/metrics" {
-        return with_raft_metrics(next.run(req).await).await;
-    }
     let Some(write) = writes::classify(req.method(), &path) else {
         return next.run(req).await;
     };
@@ -185,20 +182,4 @@ async fn intercept(State(a): State<ClusterAdmin>, req: Request, next: Next) -> R
         Ok(r) => r,
         Err(r) => r,
     }
-}
-
-/// Appends the Raft families to the Prometheus text answer.
-async fn with_raft_metrics(resp: Response) -> Response {
-    let (parts, body) = resp.into_parts();
-    let Ok(mut bytes) = to_bytes(body, usize::MAX).await.map(|b| b.to_vec()) else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "metrics body",
-        );
-    };
-    bytes.extend_from_slice(super::metrics::render_text().as_bytes());
-    let mut resp = Response::from_parts(parts, Body::from(bytes));
-    resp.headers_mut().remove(header::CONTENT_LENGTH);
-    resp
 }

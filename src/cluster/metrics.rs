@@ -1,5 +1,6 @@
 //! Raft metrics: leadership, term, last applied index, leader changes, peer RPC errors
-//! and refused (unauthenticated) RPCs. Registered into corral's one registry.
+//! and refused (unauthenticated) RPCs. Registered into corral's one registry when the
+//! cluster starts.
 
 use std::sync::LazyLock;
 
@@ -78,19 +79,4 @@ pub fn register(registry: &Registry) {
 pub fn rpc_error(path: &str) {
     let rpc = path.rsplit('/').next().unwrap_or("other");
     global().rpc_errors.with_label_values(&[rpc]).inc();
-}
-
-/// Prometheus text of the Raft families (appended to corral's `/metrics`).
-pub fn render_text() -> String {
-    let registry = Registry::new();
-    register(&registry);
-    let mut out = Vec::new();
-    if let Err(e) = prometheus::Encoder::encode(
-        &prometheus::TextEncoder::new(),
-        &registry.gather(),
-        &mut out,
-    ) {
-        tracing::error!(error = %e, "cannot encode raft metrics");
-    }
-    String::from_utf8(out).unwrap_or_default()
 }

@@ -42,6 +42,7 @@ pub fn start(
     listener: std::net::TcpListener,
 ) -> admin::ClusterAdmin {
     let slot = std::sync::Arc::new(ClusterSlot::default());
+    metrics::register(crate::metrics::global().registry());
     let admin_addr = config
         .admin_addr
         .clone()

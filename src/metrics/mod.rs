@@ -2,23 +2,30 @@
 //!
 //! Per-request metrics are recorded once, when a request ends (`proxy::outcome`), from
 //! figures the request context already holds. Gauges that mirror live state (backend
-//! up, in-flight, ejected, queue depth) are not touched on the hot path at all: they
-//! are read from the pool when `/metrics` is scraped.
+//! up, in-flight, ejected, queue depth) are not touched on the hot path at all: a
+//! collector reads them from the pool when `/metrics` is scraped (`live`). The Raft
+//! metrics, `process_*` and `corral_build_info` are in the same registry.
 //!
 //! Label cardinality is bounded: `backend` comes from the pool, `endpoint` and `code`
-//! from fixed sets, and `model` only from the models some backend reported in its
-//! inventory; any other name a client sends is counted as `other`.
+//! from fixed sets, and `model` only from the models some backend lists now; any other
+//! name a client sends is counted as `other`, and the series of a model that leaves the
+//! fleet are removed.
 
-use std::collections::{BTreeMap, HashSet};
+mod json;
+mod live;
+
+pub use json::{FamilyView, MetricsView, SampleView, SummaryRow};
+pub use live::LiveSource;
+
+use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::model::ModelName;
 use crate::pool::RoutingTable;
@@ -74,19 +81,14 @@ pub struct Metrics {
     tokens: IntCounterVec,
     tokens_per_second: HistogramVec,
     load_duration: HistogramVec,
-    backend_up: IntGaugeVec,
-    backend_in_flight: IntGaugeVec,
-    backend_ejected: IntGaugeVec,
-    backend_draining: IntGaugeVec,
     ejections: IntCounterVec,
     ejections_capped: IntCounterVec,
     panic_routes: IntCounterVec,
     unexpected_answers: IntCounterVec,
     model_loads: IntCounterVec,
-    queue_depth: IntGauge,
     queue_wait: Histogram,
     reloads: IntCounterVec,
-    serving: IntGauge,
+    live: Arc<live::LiveCollector>,
     /// Model names that may be used as label values (from the backends' inventories).
     known_models: ArcSwap<HashSet<String>>,
 }
@@ -178,30 +180,6 @@ impl Metrics {
                 &["backend", "model"],
                 LOAD_BUCKETS,
             ),
-            backend_up: gauge(
-                r,
-                "corral_backend_up",
-                "1 when the backend passes its health probes.",
-                &["backend"],
-            ),
-            backend_in_flight: gauge(
-                r,
-                "corral_backend_in_flight",
-                "Requests corral has out at the backend now.",
-                &["backend"],
-            ),
-            backend_ejected: gauge(
-                r,
-                "corral_backend_ejected",
-                "1 while live-traffic failures keep the backend out.",
-                &["backend"],
-            ),
-            backend_draining: gauge(
-                r,
-                "corral_backend_draining",
-                "1 while an operator drains the backend.",
-                &["backend"],
-            ),
             ejections: counter(
                 r,
                 "corral_backend_ejections_total",
@@ -232,14 +210,6 @@ impl Metrics {
                 "Model loads on a backend: reason=request (an answer reported a load) or prewarm (corral loaded ahead of need).",
                 &["backend", "reason"],
             ),
-            queue_depth: reg(
-                r,
-                IntGauge::new(
-                    "corral_queue_depth",
-                    "Requests waiting in corral for a free backend slot.",
-                )
-                .expect("valid gauge"),
-            ),
             queue_wait: reg(
                 r,
                 Histogram::with_opts(
@@ -257,17 +227,27 @@ impl Metrics {
                 "Config reloads by result (success, failure).",
                 &["result"],
             ),
-            serving: reg(
-                r,
-                IntGauge::new(
-                    "corral_serving",
-                    "1 while this replica takes proxied requests (0: maintenance mode).",
-                )
-                .expect("valid gauge"),
-            ),
             known_models: ArcSwap::from_pointee(HashSet::new()),
+            live: Arc::new(live::LiveCollector::new()),
             registry,
         };
+        // The live gauges, the process's own figures and the build are always there.
+        let live: Box<dyn prometheus::core::Collector> = Box::new(LiveHandle(m.live.clone()));
+        let build = gauge(
+            &m.registry,
+            "corral_build_info",
+            "Always 1; the labels say which corral this is.",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for c in [
+            live,
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ] {
+            if let Err(e) = m.registry.register(c) {
+                tracing::error!(error = %e, "metric collector not registered");
+            }
+        }
         // Both results exist from the start, so `increase()` sees the first failure.
         for result in ["success", "failure"] {
             m.reloads.with_label_values(&[result]);
@@ -284,16 +264,76 @@ impl Metrics {
         }
     }
 
-    /// Refreshes the set of model names allowed as labels from the backends'
-    /// inventories. Called by the health checker after each round of probes.
+    /// Refreshes the set of model names allowed as labels from what the backends list
+    /// now, creates at zero the series a dashboard plots for each backend and model, and
+    /// removes the series of models no backend lists any more. Called by the health
+    /// checker after each round of probes.
     pub fn set_known_models(&self, table: &RoutingTable) {
         let mut known = HashSet::new();
         for b in &table.backends {
             let inv = b.state.inventory.load();
-            known.extend(inv.models.iter().map(|m| m.as_str().to_string()));
+            for m in &inv.models {
+                let model = m.as_str();
+                known.insert(model.to_string());
+                for kind in ["prompt", "completion"] {
+                    self.tokens.with_label_values(&[b.name(), model, kind]);
+                }
+                self.ttft.with_label_values(&[b.name(), model]);
+                self.load_duration.with_label_values(&[b.name(), model]);
+            }
+            self.ejections.with_label_values(&[b.name()]);
+            for reason in ["request", "prewarm"] {
+                self.model_loads.with_label_values(&[b.name(), reason]);
+            }
         }
         if *self.known_models.load_full() != known {
+            self.prune_models(&known);
             self.known_models.store(Arc::new(known));
+        }
+    }
+
+    /// Removes every series whose `model` label is no longer a listed model.
+    fn prune_models(&self, known: &HashSet<String>) {
+        let keep = |v: &str| known.contains(v) || v == OTHER_MODEL || v == NO_MODEL;
+        type Remove<'a> = &'a dyn Fn(&[&str]);
+        let vecs: [(&str, Remove); 6] = [
+            ("corral_requests_total", &|l| {
+                drop(self.requests.remove_label_values(l))
+            }),
+            ("corral_request_duration_seconds", &|l| {
+                drop(self.duration.remove_label_values(l))
+            }),
+            ("corral_time_to_first_token_seconds", &|l| {
+                drop(self.ttft.remove_label_values(l))
+            }),
+            ("corral_tokens_total", &|l| {
+                drop(self.tokens.remove_label_values(l))
+            }),
+            ("corral_generation_tokens_per_second", &|l| {
+                drop(self.tokens_per_second.remove_label_values(l))
+            }),
+            ("corral_model_load_duration_seconds", &|l| {
+                drop(self.load_duration.remove_label_values(l))
+            }),
+        ];
+        for family in self.registry.gather() {
+            let Some((_, remove)) = vecs.iter().find(|(n, _)| *n == family.name()) else {
+                continue;
+            };
+            for metric in family.get_metric() {
+                let labels = metric.get_label();
+                let stale = labels
+                    .iter()
+                    .any(|l| l.name() == "model" && !keep(l.value()));
+                if stale {
+                    // Label pairs come sorted by name; the vec wants its own order.
+                    let values: Vec<&str> = label_order(family.name())
+                        .iter()
+                        .filter_map(|n| labels.iter().find(|l| l.name() == *n).map(|l| l.value()))
+                        .collect();
+                    remove(&values);
+                }
+            }
         }
     }
 
@@ -367,40 +407,14 @@ impl Metrics {
         self.reloads.with_label_values(&[result]).inc();
     }
 
-    /// Sets the gauges that mirror live state; called on every scrape.
-    pub fn refresh(&self, table: &RoutingTable, queue_depth: usize, serving: bool) {
-        // Reset first so removed backends disappear from the output.
-        for g in [
-            &self.backend_up,
-            &self.backend_in_flight,
-            &self.backend_ejected,
-            &self.backend_draining,
-        ] {
-            g.reset();
-        }
-        for b in &table.backends {
-            let name = [b.name()];
-            let s = &b.state;
-            self.backend_up
-                .with_label_values(&name)
-                .set(s.is_healthy() as i64);
-            self.backend_in_flight
-                .with_label_values(&name)
-                .set(s.in_flight() as i64);
-            self.backend_ejected
-                .with_label_values(&name)
-                .set(s.passive.is_ejected() as i64);
-            self.backend_draining
-                .with_label_values(&name)
-                .set(s.is_draining() as i64);
-            // Counters a dashboard plots exist at zero before their first event.
-            self.ejections.with_label_values(&name);
-            for reason in ["request", "prewarm"] {
-                self.model_loads.with_label_values(&[b.name(), reason]);
-            }
-        }
-        self.queue_depth.set(queue_depth as i64);
-        self.serving.set(serving as i64);
+    /// Where the live gauges are read from (the server being built).
+    pub fn set_live_source(&self, source: LiveSource) {
+        self.live.set_source(source);
+    }
+
+    /// The one registry, for families defined elsewhere (Raft).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Prometheus text exposition of everything.
@@ -411,155 +425,28 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
-
-    /// The same as JSON: a per-backend-and-model summary plus every family.
-    pub fn render_json(&self) -> MetricsView {
-        let families = self.registry.gather();
-        let mut view = MetricsView::default();
-        let mut rows: BTreeMap<(String, String), SummaryRow> = BTreeMap::new();
-        for f in &families {
-            let mut fam = FamilyView {
-                name: f.name().to_string(),
-                help: f.help().to_string(),
-                kind: format!("{:?}", f.get_field_type()).to_lowercase(),
-                metrics: Vec::new(),
-            };
-            for m in f.get_metric() {
-                let labels: BTreeMap<String, String> = m
-                    .get_label()
-                    .iter()
-                    .map(|l| (l.name().to_string(), l.value().to_string()))
-                    .collect();
-                let h = m.get_histogram();
-                let (value, count, sum) = match f.get_field_type() {
-                    prometheus::proto::MetricType::COUNTER => {
-                        (Some(m.get_counter().value()), None, None)
-                    }
-                    prometheus::proto::MetricType::GAUGE => {
-                        (Some(m.get_gauge().value()), None, None)
-                    }
-                    prometheus::proto::MetricType::HISTOGRAM => {
-                        (None, Some(h.sample_count()), Some(h.sample_sum()))
-                    }
-                    _ => (None, None, None),
-                };
-                summarize(&mut view, &mut rows, f.name(), &labels, value, count, sum);
-                fam.metrics.push(SampleView {
-                    labels,
-                    value,
-                    count,
-                    sum,
-                });
-            }
-            view.families.push(fam);
-        }
-        view.summary = rows.into_values().collect();
-        view
-    }
 }
 
-/// Folds one sample into the overview rows.
-fn summarize(
-    view: &mut MetricsView,
-    rows: &mut BTreeMap<(String, String), SummaryRow>,
-    family: &str,
-    labels: &BTreeMap<String, String>,
-    value: Option<f64>,
-    count: Option<u64>,
-    sum: Option<f64>,
-) {
-    let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
+/// The label names of the model-labelled families, in their declaration order.
+fn label_order(family: &str) -> &'static [&'static str] {
     match family {
-        "corral_queue_depth" => view.queue_depth = value.unwrap_or(0.0) as u64,
-        "corral_serving" => view.serving = value.unwrap_or(1.0) > 0.0,
-        "corral_config_reloads_total" => {
-            let n = value.unwrap_or(0.0) as u64;
-            match label("result").as_str() {
-                "success" => view.config_reloads_success = n,
-                _ => view.config_reloads_failure = n,
-            }
-        }
-        "corral_requests_total"
-        | "corral_time_to_first_token_seconds"
-        | "corral_tokens_total"
-        | "corral_generation_tokens_per_second" => {
-            let row = rows
-                .entry((label("backend"), label("model")))
-                .or_insert_with(|| SummaryRow {
-                    backend: label("backend"),
-                    model: label("model"),
-                    ..SummaryRow::default()
-                });
-            let n = value.unwrap_or(0.0) as u64;
-            match family {
-                "corral_requests_total" => {
-                    row.requests += n;
-                    if label("code").starts_with('5') || label("code") == "0" {
-                        row.errors += n;
-                    }
-                }
-                "corral_tokens_total" if label("kind") == "prompt" => row.prompt_tokens += n,
-                "corral_tokens_total" => row.completion_tokens += n,
-                "corral_time_to_first_token_seconds" => {
-                    if let (Some(c), Some(s)) = (count, sum) {
-                        row.ttft_count += c;
-                        row.ttft_avg_seconds = (c > 0).then(|| s / c as f64);
-                    }
-                }
-                _ => {
-                    if let (Some(c), Some(s)) = (count, sum) {
-                        row.tokens_per_second_avg = (c > 0).then(|| s / c as f64);
-                    }
-                }
-            }
-        }
-        _ => {}
+        "corral_requests_total" => &["backend", "model", "endpoint", "code"],
+        "corral_request_duration_seconds" => &["backend", "model", "endpoint"],
+        "corral_tokens_total" => &["backend", "model", "kind"],
+        _ => &["backend", "model"],
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct MetricsView {
-    /// One row per backend and model that served requests.
-    pub summary: Vec<SummaryRow>,
-    pub queue_depth: u64,
-    pub serving: bool,
-    pub config_reloads_success: u64,
-    pub config_reloads_failure: u64,
-    pub families: Vec<FamilyView>,
-}
+/// Lets the registry own a handle to the live collector the metrics keep.
+struct LiveHandle(Arc<live::LiveCollector>);
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct SummaryRow {
-    pub backend: String,
-    pub model: String,
-    pub requests: u64,
-    /// 5xx answers and requests the client left before an answer.
-    pub errors: u64,
-    pub ttft_count: u64,
-    pub ttft_avg_seconds: Option<f64>,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub tokens_per_second_avg: Option<f64>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct FamilyView {
-    pub name: String,
-    pub help: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub metrics: Vec<SampleView>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct SampleView {
-    pub labels: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub count: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sum: Option<f64>,
+impl prometheus::core::Collector for LiveHandle {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
+    }
 }
 
 #[cfg(test)]
@@ -612,9 +499,52 @@ mod tests {
     }
 
     #[test]
+    fn series_of_a_model_that_leaves_the_fleet_are_removed() {
+        let m = Metrics::new();
+        let pool = crate::pool::Pool::new(
+            crate::config::Config::parse("backends: [{name: a, url: 'h:1'}]", "t").unwrap(),
+        );
+        let listing = |models: &[&str]| {
+            let inv = crate::pool::Inventory {
+                models: models.iter().map(|n| ModelName::new(n)).collect(),
+                ..Default::default()
+            };
+            pool.load().backends[0]
+                .state
+                .apply_inventory(inv, crate::pool::now_ms());
+            m.set_known_models(&pool.load());
+        };
+        listing(&["x", "y"]);
+        let x = ModelName::new("x");
+        m.observe_request(&RequestRecord {
+            backend: Some("a"),
+            model: Some(&x),
+            endpoint: "chat",
+            status: 200,
+            duration: Duration::from_millis(30),
+            ttft: Some(Duration::from_millis(10)),
+            queue_wait: None,
+            tokens: None,
+        });
+        let text = m.render_text();
+        assert!(text.contains(r#"model="x:latest""#));
+        // Present at zero before any request: what a dashboard plots for `y`.
+        assert!(
+            text.contains(r#"corral_tokens_total{backend="a",kind="prompt",model="y:latest"} 0"#)
+        );
+        assert!(text.contains("corral_build_info{version="));
+        assert!(text.contains("process_resident_memory_bytes"));
+        assert!(text.contains(r#"corral_backend_ejections_total{backend="a"} 0"#));
+        listing(&["y"]);
+        let text = m.render_text();
+        assert!(!text.contains(r#"model="x:latest""#), "{text}");
+        assert!(text.contains(r#"model="y:latest""#));
+    }
+
+    #[test]
     fn the_grafana_dashboard_uses_only_these_names() {
-        let dash = include_str!("../conf/grafana-dashboard.json");
-        let src = include_str!("metrics.rs");
+        let dash = include_str!("../../conf/grafana-dashboard.json");
+        let src = [include_str!("mod.rs"), include_str!("live.rs")].concat();
         let mut seen = 0;
         for (i, _) in dash.match_indices("corral_") {
             let name: String = dash[i..]
