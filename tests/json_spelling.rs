@@ -45,7 +45,7 @@ fn answered(text: &str, code: &str) -> usize {
 fn request(kind: usize, round: usize) -> (&'static str, Value, bool) {
     let prompt = format!("round {round}: say something about kind {kind}");
     let messages = json!([{"role": "user", "content": prompt}]);
-    let stream = kind % 2 == 0;
+    let stream = kind.is_multiple_of(2);
     match kind / 2 {
         0 => (
             "/api/chat",
@@ -60,7 +60,7 @@ fn request(kind: usize, round: usize) -> (&'static str, Value, bool) {
         _ => (
             "/v1/chat/completions",
             json!({"model": "llama3", "messages": messages, "stream": stream,
-                   "stream_options": {"include_usage": round % 2 == 0}}),
+                   "stream_options": {"include_usage": round.is_multiple_of(2)}}),
             stream,
         ),
     }
