@@ -15,6 +15,8 @@
 //! bound the object or SSE line is skipped and reading resumes after it.
 
 mod frame;
+mod lenient;
+mod openai;
 mod pending;
 mod sse;
 #[cfg(test)]
@@ -23,7 +25,8 @@ mod tests;
 use bytes::Bytes;
 use serde::de::IgnoredAny;
 
-use frame::{ContentProbe, Frame, Presence, Probed};
+use frame::{ContentProbe, Frame, Probed};
+use lenient::Presence;
 use pending::{PendingObject, Progress};
 
 /// Most bytes kept of an object, SSE line or SSE event that a read cut in two.
