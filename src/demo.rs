@@ -31,6 +31,7 @@ fn sim_args(name: &str, models: &[&str], resident: &str) -> SimArgs {
         version: "0.12.6".to_string(),
         fault: Fault::None,
         name: Some(name.to_string()),
+        json_style: crate::sim::JsonStyle::Compact,
     }
 }
 

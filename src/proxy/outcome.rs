@@ -36,8 +36,17 @@ pub fn settle(table: &RoutingTable, ctx: &mut RequestCtx, error: Option<&Error>)
         Some(503) => Outcome::Busy,
         Some(500..=599) => Outcome::Failed("error status"),
         Some(200..=299) if error.is_some() => Outcome::Failed("answer cut short"),
+        // Ollama's own error line after a 200: the runner failed.
+        Some(200..=299) if ctx.observer.saw_error => Outcome::Failed("error line in the answer"),
         Some(200..=299) if streams_to_done(&ctx.endpoint) && !ctx.observer.saw_done => {
-            Outcome::Unexpected
+            let o = &ctx.observer;
+            if o.frames > 0 && o.skipped_bytes == 0 {
+                // Every byte parsed as the protocol: a dialect without a final chunk.
+                Outcome::Unexpected
+            } else {
+                // The body ended inside an object, or was not the protocol at all.
+                Outcome::Failed("answer ended inside a line")
+            }
         }
         Some(200..=299) => Outcome::Success {
             stats: ctx.observer.stats.as_ref(),

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -31,11 +30,13 @@ pub async fn root() -> &'static str {
     "Ollama is running"
 }
 
-pub async fn version(State(sim): State<Arc<SimState>>) -> Json<Value> {
-    Json(json!({ "version": sim.config.version }))
+pub async fn version(State(sim): State<Arc<SimState>>) -> Response {
+    sim.config
+        .json_style
+        .ok(&json!({ "version": sim.config.version }))
 }
 
-pub async fn tags(State(sim): State<Arc<SimState>>) -> Json<Value> {
+pub async fn tags(State(sim): State<Arc<SimState>>) -> Response {
     let models: Vec<Value> = sim
         .catalog
         .list()
@@ -51,10 +52,10 @@ pub async fn tags(State(sim): State<Arc<SimState>>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "models": models }))
+    sim.config.json_style.ok(&json!({ "models": models }))
 }
 
-pub async fn ps(State(sim): State<Arc<SimState>>) -> Json<Value> {
+pub async fn ps(State(sim): State<Arc<SimState>>) -> Response {
     let models: Vec<Value> = sim
         .scheduler
         .resident()
@@ -77,7 +78,7 @@ pub async fn ps(State(sim): State<Arc<SimState>>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "models": models }))
+    sim.config.json_style.ok(&json!({ "models": models }))
 }
 
 #[derive(Deserialize)]
@@ -93,8 +94,8 @@ pub async fn show(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
         resolve_model(&sim, requested.as_deref())
     });
     match entry {
-        Ok(entry) => Json(show_body(&entry)).into_response(),
-        Err(error) => error.native(),
+        Ok(entry) => sim.config.json_style.ok(&show_body(&entry)),
+        Err(error) => error.native(sim.config.json_style),
     }
 }
 

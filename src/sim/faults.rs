@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -94,8 +93,8 @@ pub struct FaultBody {
     pub mode: Fault,
 }
 
-pub async fn current(State(sim): State<Arc<SimState>>) -> Json<FaultBody> {
-    Json(FaultBody {
+pub async fn current(State(sim): State<Arc<SimState>>) -> Response {
+    sim.config.json_style.ok(&FaultBody {
         mode: sim.fault.get(),
     })
 }
@@ -105,9 +104,9 @@ pub async fn set(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
         Ok(FaultBody { mode }) => {
             sim.fault.set(mode);
             tracing::info!(sim = %sim.config.name, ?mode, "fault mode changed");
-            Json(FaultBody { mode }).into_response()
+            sim.config.json_style.ok(&FaultBody { mode })
         }
-        Err(error) => error.native(),
+        Err(error) => error.native(sim.config.json_style),
     }
 }
 

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
@@ -15,6 +14,7 @@ use serde_json::{json, Value};
 use super::api::resolve_model;
 use super::faults;
 use super::generation::{self, chat_prompt, tokenize, GenerationEvent, GenerationPlan, Metrics};
+use super::json_style::JsonStyle;
 use super::models::ModelEntry;
 use super::respond::{
     connection_killer, dropped_connection, ndjson_line, parse_json, respond_on_first_chunk,
@@ -106,7 +106,7 @@ pub fn parse_keep_alive(value: &Value) -> Result<Option<KeepAlive>, ApiError> {
 pub async fn tracked<F, Fut>(
     sim: Arc<SimState>,
     run: F,
-    render: fn(ApiError) -> Response,
+    render: fn(ApiError, JsonStyle) -> Response,
 ) -> Response
 where
     F: FnOnce(Arc<SimState>, RequestTracker) -> Fut,
@@ -117,7 +117,7 @@ where
         Ok(response) => response,
         Err(error) => {
             tracker.fail();
-            render(error)
+            render(error, sim.config.json_style)
         }
     }
 }
@@ -233,7 +233,9 @@ async fn load_only(
         "load"
     };
     tracker.complete();
-    Json(shape.object(label, "", Some((reason, None)))).into_response()
+    sim.config
+        .json_style
+        .ok(&shape.object(label, "", Some((reason, None))))
 }
 
 async fn respond(
@@ -244,11 +246,12 @@ async fn respond(
     label: String,
     stream: Option<bool>,
 ) -> Response {
+    let style = sim.config.json_style;
     let events = generation::generate(sim, plan, tracker);
     if stream.unwrap_or(true) {
-        respond_on_first_chunk(NDJSON, ndjson_chunks(events, shape, label)).await
+        respond_on_first_chunk(NDJSON, ndjson_chunks(events, shape, label, style)).await
     } else {
-        collect(events, shape, &label).await
+        collect(events, shape, &label, style).await
     }
 }
 
@@ -256,17 +259,17 @@ fn ndjson_chunks(
     events: impl Stream<Item = GenerationEvent> + Send + 'static,
     shape: Shape,
     label: String,
+    style: JsonStyle,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     events.map(move |event| match event {
-        GenerationEvent::Token(text) => Ok(ndjson_line(&shape.object(&label, &text, None))),
+        GenerationEvent::Token(text) => Ok(ndjson_line(style, &shape.object(&label, &text, None))),
         GenerationEvent::Done {
             done_reason,
             metrics,
-        } => Ok(ndjson_line(&shape.object(
-            &label,
-            "",
-            Some((done_reason, Some(metrics))),
-        ))),
+        } => Ok(ndjson_line(
+            style,
+            &shape.object(&label, "", Some((done_reason, Some(metrics)))),
+        )),
         GenerationEvent::Died => Err(connection_killer()),
     })
 }
@@ -275,6 +278,7 @@ async fn collect(
     events: impl Stream<Item = GenerationEvent> + Send + 'static,
     shape: Shape,
     label: &str,
+    style: JsonStyle,
 ) -> Response {
     let mut events = Box::pin(events);
     let mut text = String::new();
@@ -286,7 +290,7 @@ async fn collect(
                 metrics,
             } => {
                 let answer = shape.object(label, &text, Some((done_reason, Some(metrics))));
-                return Json(answer).into_response();
+                return style.ok(&answer);
             }
             GenerationEvent::Died => break,
         }
@@ -346,14 +350,13 @@ pub async fn embed(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
                 return Ok(dropped_connection());
             };
             tracker.complete();
-            Ok(Json(json!({
+            Ok(sim.config.json_style.ok(&json!({
                 "model": request.model,
                 "embeddings": outcome.embeddings,
                 "total_duration": outcome.total_duration,
                 "load_duration": outcome.load_duration,
                 "prompt_eval_count": outcome.prompt_eval_count,
-            }))
-            .into_response())
+            })))
         },
         ApiError::native,
     )
@@ -382,7 +385,7 @@ pub async fn embeddings(State(sim): State<Arc<SimState>>, body: Bytes) -> Respon
             };
             tracker.complete();
             let embedding = outcome.embeddings.pop().unwrap_or_default();
-            Ok(Json(json!({ "embedding": embedding })).into_response())
+            Ok(sim.config.json_style.ok(&json!({ "embedding": embedding })))
         },
         ApiError::native,
     )

@@ -9,13 +9,13 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use bytes::Bytes;
 use futures::{stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::json_style::JsonStyle;
 use super::models::{hex, hex_sha256, is_valid_digest, ModelEntry, ModelName};
 use super::respond::{ndjson_line, parse_json, ApiError, NDJSON};
 use super::state::SimState;
@@ -44,19 +44,28 @@ impl NamedRequest {
 
 /// Answers a progress-reporting operation: the `lines`, then `success` once `commit`
 /// has run; with `stream: false`, just `{"status":"success"}` after committing.
-fn progress<F>(lines: Vec<Value>, stream_requested: Option<bool>, commit: F) -> Response
+fn progress<F>(
+    style: JsonStyle,
+    lines: Vec<Value>,
+    stream_requested: Option<bool>,
+    commit: F,
+) -> Response
 where
     F: FnOnce() + Send + 'static,
 {
     let success = json!({ "status": "success" });
     if !stream_requested.unwrap_or(true) {
         commit();
-        return Json(success).into_response();
+        return style.ok(&success);
     }
-    let lines = stream::iter(lines.into_iter().map(|line| Ok(ndjson_line(&line))));
+    let lines = stream::iter(
+        lines
+            .into_iter()
+            .map(move |line| Ok(ndjson_line(style, &line))),
+    );
     let finish = stream::once(async move {
         commit();
-        Ok::<_, std::io::Error>(ndjson_line(&success))
+        Ok::<_, std::io::Error>(ndjson_line(style, &success))
     });
     (
         [(header::CONTENT_TYPE, NDJSON)],
@@ -91,24 +100,27 @@ fn layer_lines(verb: &str, entry: &ModelEntry) -> Vec<Value> {
 pub async fn pull(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     let request = match parse_json::<NamedRequest>(&body) {
         Ok(request) => request,
-        Err(error) => return error.native(),
+        Err(error) => return error.native(sim.config.json_style),
     };
     let name = match request.model_name() {
         Ok(name) => name,
-        Err(error) => return error.native(),
+        Err(error) => return error.native(sim.config.json_style),
     };
     let entry = ModelEntry::fabricate(name);
     let mut lines = vec![json!({ "status": "pulling manifest" })];
     lines.extend(layer_lines("pulling", &entry));
     lines.push(json!({ "status": "verifying sha256 digest" }));
     lines.push(json!({ "status": "writing manifest" }));
-    progress(lines, request.stream, move || sim.catalog.insert(entry))
+    let style = sim.config.json_style;
+    progress(style, lines, request.stream, move || {
+        sim.catalog.insert(entry)
+    })
 }
 
 pub async fn push(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     let request = match parse_json::<NamedRequest>(&body) {
         Ok(request) => request,
-        Err(error) => return error.native(),
+        Err(error) => return error.native(sim.config.json_style),
     };
     let entry = match request.model_name().and_then(|name| {
         sim.catalog
@@ -116,12 +128,12 @@ pub async fn push(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
             .ok_or_else(|| ApiError::model_not_found(request.requested()))
     }) {
         Ok(entry) => entry,
-        Err(error) => return error.native(),
+        Err(error) => return error.native(sim.config.json_style),
     };
     let mut lines = vec![json!({ "status": "retrieving manifest" })];
     lines.extend(layer_lines("pushing", &entry));
     lines.push(json!({ "status": "pushing manifest" }));
-    progress(lines, request.stream, || {})
+    progress(sim.config.json_style, lines, request.stream, || {})
 }
 
 #[derive(Deserialize)]
@@ -138,9 +150,12 @@ struct CreateRequest {
 pub async fn create(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     match plan_create(&sim, &body) {
         Ok((lines, entry, stream_requested)) => {
-            progress(lines, stream_requested, move || sim.catalog.insert(entry))
+            let style = sim.config.json_style;
+            progress(style, lines, stream_requested, move || {
+                sim.catalog.insert(entry)
+            })
         }
-        Err(error) => error.native(),
+        Err(error) => error.native(sim.config.json_style),
     }
 }
 
@@ -216,7 +231,7 @@ pub async fn copy(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     });
     match result {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(error) => error.native(),
+        Err(error) => error.native(sim.config.json_style),
     }
 }
 
@@ -231,7 +246,7 @@ pub async fn delete(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     });
     match result {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(error) => error.native(),
+        Err(error) => error.native(sim.config.json_style),
     }
 }
 
@@ -263,7 +278,7 @@ pub async fn upload_blob(
     body: Body,
 ) -> Response {
     let Some(expected) = normalize_digest(&digest) else {
-        return ApiError::bad_request("invalid digest format").native();
+        return ApiError::bad_request("invalid digest format").native(sim.config.json_style);
     };
     if sim.catalog.has_blob(&expected) {
         return StatusCode::OK.into_response();
@@ -274,7 +289,8 @@ pub async fn upload_blob(
         match chunk {
             Ok(bytes) => hasher.update(&bytes),
             Err(error) => {
-                return ApiError::bad_request(format!("reading blob: {error}")).native();
+                return ApiError::bad_request(format!("reading blob: {error}"))
+                    .native(sim.config.json_style);
             }
         }
     }
@@ -283,7 +299,7 @@ pub async fn upload_blob(
         return ApiError::bad_request(format!(
             "digest mismatch, expected \"{expected}\", got \"{actual}\""
         ))
-        .native();
+        .native(sim.config.json_style);
     }
     sim.catalog.add_blob(expected);
     StatusCode::CREATED.into_response()

@@ -8,6 +8,7 @@ mod faults;
 mod generation;
 mod host_check;
 mod inference;
+mod json_style;
 mod keep_alive;
 mod manage;
 mod models;
@@ -36,6 +37,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use faults::Fault;
+pub use json_style::JsonStyle;
 pub use stats::{ModelCounters, StatsSnapshot};
 
 use state::SimState;
@@ -77,6 +79,10 @@ pub struct SimArgs {
     /// label used in logs, default = listen address
     #[arg(long)]
     pub name: Option<String>,
+    /// how to spell the JSON written: `compact` like Ollama, `spaced` like Python's
+    /// json.dumps (and keys reversed), `pretty` bodies over many lines (streams spaced)
+    #[arg(long, value_enum, default_value = "compact")]
+    pub json_style: JsonStyle,
 }
 
 impl Default for SimArgs {

@@ -6,8 +6,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
@@ -17,6 +16,7 @@ use super::api::resolve_model;
 use super::faults;
 use super::generation::{self, chat_prompt, tokenize, GenerationEvent, GenerationPlan, Metrics};
 use super::inference::{reply_length, tracked, EmbedInput};
+use super::json_style::JsonStyle;
 use super::respond::{
     connection_killer, dropped_connection, respond_on_first_chunk, sse_event, unix_seconds,
     ApiError, EVENT_STREAM,
@@ -90,6 +90,7 @@ struct Rendering {
     id: String,
     model: String,
     include_usage: bool,
+    style: JsonStyle,
 }
 
 fn usage(metrics: &Metrics) -> Value {
@@ -152,7 +153,7 @@ impl Rendering {
     /// for, and the `[DONE]` sentinel.
     fn ending(&self, finish_reason: &str, metrics: &Metrics) -> Bytes {
         let mut out = BytesMut::new();
-        out.extend_from_slice(&sse_event(&self.chunk("", Some(finish_reason))));
+        out.extend_from_slice(&sse_event(self.style, &self.chunk("", Some(finish_reason))));
         if self.include_usage {
             let object = match self.kind {
                 Kind::Chat => "chat.completion.chunk",
@@ -160,7 +161,7 @@ impl Rendering {
             };
             let mut usage_chunk = self.envelope(object, json!([]));
             usage_chunk["usage"] = usage(metrics);
-            out.extend_from_slice(&sse_event(&usage_chunk));
+            out.extend_from_slice(&sse_event(self.style, &usage_chunk));
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
         out.freeze()
@@ -192,6 +193,7 @@ pub async fn chat_completions(State(sim): State<Arc<SimState>>, body: Bytes) -> 
                 id: format!("chatcmpl-{}", sim.next_id()),
                 model: request.model.unwrap_or_default(),
                 include_usage: request.stream_options.unwrap_or_default().include_usage,
+                style: sim.config.json_style,
             };
             let plan = GenerationPlan {
                 model: entry.name,
@@ -223,6 +225,7 @@ pub async fn completions(State(sim): State<Arc<SimState>>, body: Bytes) -> Respo
                 id: format!("cmpl-{}", sim.next_id()),
                 model: request.model.unwrap_or_default(),
                 include_usage: request.stream_options.unwrap_or_default().include_usage,
+                style: sim.config.json_style,
             };
             let plan = GenerationPlan {
                 model: entry.name,
@@ -260,7 +263,9 @@ fn sse_chunks(
     rendering: Rendering,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     events.map(move |event| match event {
-        GenerationEvent::Token(text) => Ok(sse_event(&rendering.chunk(&text, None))),
+        GenerationEvent::Token(text) => {
+            Ok(sse_event(rendering.style, &rendering.chunk(&text, None)))
+        }
         GenerationEvent::Done {
             done_reason,
             metrics,
@@ -281,7 +286,11 @@ async fn collect(
             GenerationEvent::Done {
                 done_reason,
                 metrics,
-            } => return Json(rendering.whole(&text, done_reason, &metrics)).into_response(),
+            } => {
+                return rendering
+                    .style
+                    .ok(&rendering.whole(&text, done_reason, &metrics))
+            }
             GenerationEvent::Died => break,
         }
     }
@@ -315,7 +324,7 @@ pub async fn embeddings(State(sim): State<Arc<SimState>>, body: Bytes) -> Respon
             .enumerate()
             .map(|(index, embedding)| json!({"object": "embedding", "embedding": embedding, "index": index}))
             .collect();
-        Ok(Json(json!({
+        Ok(sim.config.json_style.ok(&json!({
             "object": "list",
             "data": data,
             "model": request.model,
@@ -323,8 +332,7 @@ pub async fn embeddings(State(sim): State<Arc<SimState>>, body: Bytes) -> Respon
                 "prompt_tokens": outcome.prompt_eval_count,
                 "total_tokens": outcome.prompt_eval_count,
             },
-        }))
-        .into_response())
+        })))
     }, ApiError::openai)
     .await
 }
@@ -338,7 +346,7 @@ fn model_object(name: &str, namespace: &str, modified_at: std::time::SystemTime)
     })
 }
 
-pub async fn list_models(State(sim): State<Arc<SimState>>) -> Json<Value> {
+pub async fn list_models(State(sim): State<Arc<SimState>>) -> Response {
     let data: Vec<Value> = sim
         .catalog
         .list()
@@ -351,7 +359,9 @@ pub async fn list_models(State(sim): State<Arc<SimState>>) -> Json<Value> {
             )
         })
         .collect();
-    Json(json!({ "object": "list", "data": data }))
+    sim.config
+        .json_style
+        .ok(&json!({ "object": "list", "data": data }))
 }
 
 pub async fn retrieve_model(
@@ -359,12 +369,11 @@ pub async fn retrieve_model(
     Path(model): Path<String>,
 ) -> Response {
     match resolve_model(&sim, Some(&model)) {
-        Ok(entry) => Json(model_object(
+        Ok(entry) => sim.config.json_style.ok(&model_object(
             &model,
             entry.name.namespace(),
             entry.modified_at,
-        ))
-        .into_response(),
-        Err(error) => error.openai(),
+        )),
+        Err(error) => error.openai(sim.config.json_style),
     }
 }

@@ -1,6 +1,7 @@
 //! Response plumbing shared by the native and OpenAI routes: error bodies in both
-//! shapes, lenient JSON parsing, and streaming bodies that (like Ollama) write no header
-//! until their first chunk exists.
+//! shapes, lenient JSON parsing, NDJSON lines and SSE events in the sim's JSON style,
+//! and streaming bodies that (like Ollama) write no header until their first chunk
+//! exists.
 
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -8,12 +9,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use bytes::Bytes;
 use futures::{stream, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
+
+use super::json_style::JsonStyle;
 
 pub const NDJSON: &str = "application/x-ndjson";
 pub const EVENT_STREAM: &str = "text/event-stream";
@@ -49,13 +51,13 @@ impl ApiError {
     }
 
     /// Ollama's own shape: `{"error":"..."}`.
-    pub fn native(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+    pub fn native(self, style: JsonStyle) -> Response {
+        style.response(self.status, &json!({ "error": self.message }))
     }
 
     /// The `/v1` shape. The `type` follows Ollama's `openai.NewError`: 400 is
     /// `invalid_request_error`, 404 `not_found_error`, anything else `api_error`.
-    pub fn openai(self) -> Response {
+    pub fn openai(self, style: JsonStyle) -> Response {
         let error_type = match self.status {
             StatusCode::BAD_REQUEST => "invalid_request_error",
             StatusCode::NOT_FOUND => "not_found_error",
@@ -64,7 +66,7 @@ impl ApiError {
         let body = json!({
             "error": {"message": self.message, "type": error_type, "param": null, "code": null}
         });
-        (self.status, Json(body)).into_response()
+        style.response(self.status, &body)
     }
 }
 
@@ -78,18 +80,20 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// One NDJSON line.
-pub fn ndjson_line(value: &impl Serialize) -> Bytes {
-    let mut line = serde_json::to_vec(value).unwrap_or_else(|error| {
-        serde_json::to_vec(&json!({ "error": error.to_string() })).unwrap_or_default()
-    });
+pub fn ndjson_line(style: JsonStyle, value: &impl Serialize) -> Bytes {
+    let mut line = style.line(value);
     line.push(b'\n');
     Bytes::from(line)
 }
 
 /// One server-sent event carrying JSON.
-pub fn sse_event(value: &impl Serialize) -> Bytes {
-    let json = serde_json::to_string(value).unwrap_or_default();
-    Bytes::from(format!("data: {json}\n\n"))
+pub fn sse_event(style: JsonStyle, value: &impl Serialize) -> Bytes {
+    let json = style.line(value);
+    let mut event = Vec::with_capacity(json.len() + 8);
+    event.extend_from_slice(b"data: ");
+    event.extend_from_slice(&json);
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
 }
 
 /// The error a body stream yields to make hyper abort the connection mid-body: no final

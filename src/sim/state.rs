@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use super::faults::FaultSwitch;
+use super::json_style::JsonStyle;
 use super::models::{Catalog, ModelName};
 use super::scheduler::{Scheduler, SchedulerConfig};
 use super::stats::Stats;
@@ -19,6 +20,7 @@ pub struct SimConfig {
     pub tokens_per_sec: f64,
     pub prefill_tokens_per_sec: f64,
     pub num_predict: usize,
+    pub json_style: JsonStyle,
 }
 
 pub struct SimState {
@@ -82,6 +84,7 @@ impl SimState {
                 tokens_per_sec: args.tokens_per_sec,
                 prefill_tokens_per_sec: args.prefill_tokens_per_sec,
                 num_predict: args.num_predict,
+                json_style: args.json_style,
             },
             catalog: Catalog::new(on_disk),
             scheduler,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::extract::State;
-use axum::Json;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::state::SimState;
@@ -209,8 +209,8 @@ impl Drop for TrackedRequest {
     }
 }
 
-pub async fn report(State(sim): State<Arc<SimState>>) -> Json<StatsSnapshot> {
-    Json(sim.stats.snapshot())
+pub async fn report(State(sim): State<Arc<SimState>>) -> Response {
+    sim.config.json_style.ok(&sim.stats.snapshot())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod faults;
 mod manage;
 mod native;
 mod openai;
+mod styles;
 
 use std::net::SocketAddr;
 use std::time::Duration;
