@@ -255,3 +255,59 @@ async fn model_churn_leaves_the_label_set_bounded() {
         "{after_5} series after 5 copy+delete pairs, {after_20} after 20"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_usage_targeted_requests_and_whole_answers_are_counted() {
+    let a = start_sim(&["--models", "llama3", "--tokens-per-sec", "1000"]);
+    let c = start_corral(&backends_yaml(&[&a], 2)).await;
+    wait_routable(&c, &["llama3"]).await;
+    let http = reqwest::Client::new();
+    // OpenAI shape, not streamed: tokens come from `usage`.
+    let r = http
+        .post(format!("{}/v1/chat/completions", c.url()))
+        .json(&json!({"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("openai chat");
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.expect("openai json");
+    let completion = answer["usage"]["completion_tokens"]
+        .as_u64()
+        .expect("usage");
+    // Sent to one named backend: still labelled with its model.
+    let r = http
+        .post(format!("{}/api/generate", c.url()))
+        .header("X-Corral-Target", "b0")
+        .json(&json!({"model": "llama3", "prompt": "x", "stream": false}))
+        .send()
+        .await
+        .expect("targeted generate");
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await;
+    let text = wait_for("both requests to be counted", || async {
+        let text = scrape(&c).await;
+        let n = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("corral_requests_total{") && l.contains("model=\"llama3:latest\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        (n >= 2.0).then_some(text)
+    })
+    .await;
+    let tokens = sample(
+        &text,
+        r#"corral_tokens_total{backend="b0",kind="completion",model="llama3:latest"}"#,
+    )
+    .expect("completion tokens");
+    assert!(tokens >= completion as f64, "{tokens} < {completion}");
+    // Both answers were whole JSON documents: each has a time to first token.
+    let ttft = sample(
+        &text,
+        r#"corral_time_to_first_token_seconds_count{backend="b0",model="llama3:latest"}"#,
+    )
+    .expect("ttft count");
+    assert_eq!(ttft, 2.0, "{text}");
+    assert!(!text.contains("model=\"none\",endpoint=\"generate\""));
+}

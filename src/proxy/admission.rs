@@ -111,6 +111,7 @@ impl CorralProxy {
         }
         let model = facts.model.as_deref().map(ModelName::new);
         ctx.model = facts.model.clone();
+        ctx.model_key = model.clone();
         ctx.target_all = target.as_deref() == Some("all");
         let need = match (&target, &ctx.endpoint, &model) {
             (Some(_), _, Some(m)) if ctx.target_all => Need::Model(m.clone()),

@@ -14,6 +14,11 @@ pub struct RequestCtx {
     pub endpoint: Endpoint,
     /// The model as the client named it.
     pub model: Option<String>,
+    /// The same, normalized: the routing key and the metrics label, whatever the route
+    /// (a request sent to one named backend still uses a model).
+    pub model_key: Option<ModelName>,
+    /// The answer is one JSON document, not a stream: its first byte is its first token.
+    pub whole_answer: bool,
     pub route: RouteRequest,
     /// `X-Corral-Target: all`: a fleet operation on every backend.
     pub target_all: bool,
@@ -41,6 +46,8 @@ impl RequestCtx {
             started: Instant::now(),
             endpoint: Endpoint::Other,
             model: None,
+            model_key: None,
+            whole_answer: false,
             route: RouteRequest::new(Need::Any),
             target_all: false,
             planned: None,
@@ -64,10 +71,7 @@ impl RequestCtx {
     }
 
     pub fn model_name(&self) -> Option<&ModelName> {
-        match &self.route.need {
-            Need::Model(m) | Need::Lacking(m) => Some(m),
-            _ => None,
-        }
+        self.model_key.as_ref()
     }
 }
 

@@ -243,10 +243,12 @@ impl ProxyHttp for CorralProxy {
                 return Err(retry);
             }
         }
-        ctx.sse = upstream_response
+        let content_type = upstream_response
             .headers
             .get("content-type")
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+            .map(|v| v.as_bytes());
+        ctx.sse = content_type.is_some_and(|v| v.starts_with(b"text/event-stream"));
+        ctx.whole_answer = content_type.is_some_and(|v| v.starts_with(b"application/json"));
         let idle = self.pool.load().config.timeouts.idle;
         if let Some(stall) = ctx.attempt.as_mut().and_then(|a| a.stall.as_mut()) {
             stall.arm(idle);
@@ -278,8 +280,12 @@ impl ProxyHttp for CorralProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
         if let Some(chunk) = body.as_ref() {
-            if ctx.observer.feed(chunk) {
-                ctx.first_token = Some(Instant::now());
+            let first_content = ctx.observer.feed(chunk);
+            // A non-streamed answer arrives all at once: its first byte is its TTFT.
+            if first_content
+                || (ctx.whole_answer && ctx.first_token.is_none() && ctx.endpoint.is_inference())
+            {
+                ctx.first_token.get_or_insert_with(Instant::now);
             }
         }
         let Some(attempt) = ctx.attempt.as_mut() else {
