@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod log_limit;
 pub mod metrics;
 pub mod model;
 pub mod pool;
