@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod bounded_body;
+pub mod bounded_server;
 pub mod cli;
 pub mod cluster;
 pub mod config;
