@@ -192,6 +192,11 @@ impl CorralProxy {
             wait.await
         };
         ctx.queued_ms = Some(since.elapsed().as_millis() as u64);
+        // corral read none of the body while the request waited: that time is not the
+        // client's to make up.
+        if let Some(deadline) = ctx.body_deadline.as_mut() {
+            deadline.postpone(since.elapsed());
+        }
         result.map_err(|e| match e {
             QueueError::NoRoute(n) => Refusal::NoRoute(n),
             other => Refusal::Queue(other),

@@ -39,6 +39,12 @@ impl BodyDeadline {
         })
     }
 
+    /// Moves the deadline out by time the body was not being read through no fault of
+    /// the client's (waiting in the admission queue).
+    pub fn postpone(&mut self, by: Duration) {
+        self.at += by;
+    }
+
     pub fn passed(&self) -> bool {
         Instant::now() >= self.at
     }
@@ -135,5 +141,9 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(d.passed());
         assert_eq!(d.next_read_timeout(per_read), Duration::ZERO);
+        let mut queued = d;
+        queued.postpone(Duration::from_secs(10));
+        assert!(!queued.passed());
+        assert_eq!(queued.next_read_timeout(per_read), Duration::from_secs(9));
     }
 }
