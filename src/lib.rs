@@ -5,11 +5,13 @@
 
 pub mod admin;
 pub mod bounded_body;
+pub mod bounded_server;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod log_limit;
 pub mod metrics;
 pub mod model;
 pub mod pool;

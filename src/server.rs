@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -62,7 +61,7 @@ pub fn build_from(
     });
     let demand = Arc::new(DemandTable::default());
     let proxy_app = CorralProxy::new(pool.clone(), queue.clone(), demand.clone());
-    let mut proxy = http_proxy_service(&server.configuration, proxy_app);
+    let mut proxy = crate::proxy::proxy_service(&server.configuration, proxy_app);
     for (addr, _) in &sockets.proxy {
         proxy.add_tcp(addr);
     }

@@ -19,12 +19,19 @@ use axum::Router;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::bounded_server::Limits;
 use crate::pool::Pool;
 use crate::reload::ReloadStatus;
 use crate::routing::{AdmissionQueue, DemandTable};
 
 pub use error::ApiError;
 pub use views::{BackendView, ModelPlacement, ReloadView, StatusView};
+
+/// Admin request bodies are a backend's name and URL: small.
+const MAX_BODY: usize = 1024 * 1024;
+/// Operators, a Prometheus scraper and the CLI: a few connections. More at once is
+/// somebody holding them open.
+const MAX_CONNECTIONS: usize = 64;
 
 pub struct AdminService {
     state: AdminState,
@@ -134,18 +141,20 @@ impl BackgroundService for AdminService {
             }
         };
         tracing::info!(%addr, "admin API listening");
+        let limits = Limits::new(
+            &self.state.pool.load().config.timeouts,
+            MAX_BODY,
+            MAX_CONNECTIONS,
+        );
         let mut app = Self::router(self.state.clone());
         if let Some(cluster) = &self.cluster {
             app = crate::cluster::admin::wrap(app, cluster.clone());
         }
+        // Outermost: admin bodies are small, and reads have none.
+        let app = crate::bounded_server::limit_bodies(app, limits);
         let stop = async move {
             let _ = shutdown.changed().await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "admin API stopped");
-        }
+        crate::bounded_server::serve(listener, app, limits, "admin", stop).await;
     }
 }

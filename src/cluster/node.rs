@@ -173,9 +173,15 @@ async fn run(
     tracing::info!(node_id = config.node_id, listen = %config.listen, "cluster member started");
 
     let mut stop_rpc = stop.clone();
-    tokio::spawn(super::rpc::serve(listener, cluster.clone(), async move {
-        let _ = stop_rpc.wait_for(|s| *s).await;
-    }));
+    let timeouts = pool.load().config.timeouts.clone();
+    tokio::spawn(super::rpc::serve(
+        listener,
+        cluster.clone(),
+        timeouts,
+        async move {
+            let _ = stop_rpc.wait_for(|s| *s).await;
+        },
+    ));
     tokio::spawn(publish::run(pool, pool_rx));
     tokio::spawn(watch_metrics(raft.clone()));
     tokio::spawn(expire_leases(cluster.clone()));

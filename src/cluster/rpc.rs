@@ -16,6 +16,7 @@ use super::metrics;
 use super::network::{APPEND, FORWARD, SNAPSHOT, STATUS, VOTE};
 use super::ops::{Cluster, Forward};
 use super::types::{NodeId, TypeConfig};
+use crate::bounded_server::Limits;
 
 /// Compares without an early exit, so the answer time does not leak the secret.
 pub fn secret_matches(expected: &str, header: Option<&str>) -> bool {
@@ -42,13 +43,15 @@ async fn authenticate(State(c): State<Arc<Cluster>>, req: Request, next: Next) -
     next.run(req).await
 }
 
-pub fn router(cluster: Arc<Cluster>) -> Router {
-    Router::new()
+/// The peer routes; bodies are read (within `limits`) only once the secret matched.
+pub fn router(cluster: Arc<Cluster>, limits: Limits) -> Router {
+    let routes = Router::new()
         .route(APPEND, post(append))
         .route(VOTE, post(vote))
         .route(SNAPSHOT, post(snapshot))
         .route(FORWARD, post(forward))
-        .route(STATUS, post(status))
+        .route(STATUS, post(status));
+    crate::bounded_server::limit_bodies(routes, limits)
         .layer(axum::middleware::from_fn_with_state(
             cluster.clone(),
             authenticate,
@@ -88,18 +91,22 @@ async fn status(State(c): State<Arc<Cluster>>) -> impl IntoResponse {
     Json(c.status())
 }
 
-/// Serves the peer RPC router on `listener` until `stop` resolves.
+/// Raft batches and snapshots as JSON: axum's own default for `Json` bodies.
+const MAX_BODY: usize = 2 * 1024 * 1024;
+/// A handful of peers, each with a few pooled connections.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Serves the peer RPC router on `listener` until `stop` resolves, with the proxy
+/// port's header and body deadlines.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     cluster: Arc<Cluster>,
+    timeouts: crate::config::TimeoutConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router(cluster))
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!(error = %e, "cluster RPC server stopped");
-    }
+    let limits = Limits::new(&timeouts, MAX_BODY, MAX_CONNECTIONS);
+    let app = router(cluster, limits);
+    crate::bounded_server::serve(listener, app, limits, "cluster", stop).await;
 }
 
 #[cfg(test)]

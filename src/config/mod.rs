@@ -231,6 +231,14 @@ pub struct TimeoutConfig {
     /// between two chunks of a request body.
     #[serde(default = "defaults::client", deserialize_with = "de::duration")]
     pub client: Duration,
+    /// The whole request header, from accept (or, on a kept-alive connection, from its
+    /// first byte) to its end — not per read, so a byte a second does not keep it open.
+    #[serde(default = "defaults::header", deserialize_with = "de::duration")]
+    pub header: Duration,
+    /// The whole request body, from the end of its header. Blob uploads
+    /// (`/api/blobs/*`, GB-size) are exempt and bounded per read by `client` only.
+    #[serde(default = "defaults::client_body", deserialize_with = "de::duration")]
+    pub client_body: Duration,
 }
 
 impl Default for TimeoutConfig {
@@ -240,6 +248,8 @@ impl Default for TimeoutConfig {
             first_byte: defaults::first_byte(),
             idle: defaults::idle(),
             client: defaults::client(),
+            header: defaults::header(),
+            client_body: defaults::client_body(),
         }
     }
 }
@@ -354,6 +364,12 @@ mod defaults {
         Duration::from_secs(120)
     }
     pub fn client() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn header() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn client_body() -> Duration {
         Duration::from_secs(60)
     }
     pub fn max_concurrency() -> usize {

@@ -21,7 +21,7 @@ fn full_file_parses() {
             "listen: [127.0.0.1:1, '127.0.0.1:2']\n",
             "routing: {strategy: round_robin}\n",
             "health: {interval: 500ms}\n",
-            "timeouts: {first_byte: 5m, idle: 30}\n",
+            "timeouts: {first_byte: 5m, idle: 30, header: 3s}\n",
             "backends:\n",
             "  - name: a\n",
             "    url: http://10.0.0.1:11434\n",
@@ -36,6 +36,9 @@ fn full_file_parses() {
     assert_eq!(c.health.interval, Duration::from_millis(500));
     assert_eq!(c.timeouts.first_byte, Duration::from_secs(300));
     assert_eq!(c.timeouts.idle, Duration::from_secs(30));
+    assert_eq!(c.timeouts.header, Duration::from_secs(3));
+    // Not given: the documented default.
+    assert_eq!(c.timeouts.client_body, Duration::from_secs(60));
     assert_eq!(c.backends[0].max_concurrency, 4);
     assert_eq!(c.backends[1].url.authority, "gpu-b:11434");
     assert_eq!(c.backends[1].weight, 2);

@@ -11,6 +11,7 @@ use pingora::Result;
 use crate::model::ModelName;
 use crate::routing::{Need, NoRoute, Pick, QueueError, RouteRequest};
 
+use super::body_deadline::{read_body_chunk, BodyDeadline};
 use super::endpoint::Endpoint;
 use super::sniff::{sniff_body, Facts, Sniff};
 use super::{CorralProxy, RequestCtx};
@@ -38,7 +39,12 @@ impl CorralProxy {
     /// A read past 64 KiB makes Pingora drop its retry buffer, and then the body could
     /// not reach the backend. A body whose `Content-Length` fits the buffer can be read
     /// to its end safely; any other stops being read as soon as the model is known.
-    async fn sniff_request(&self, session: &mut Session, fields: &[&str]) -> Result<Sniff> {
+    async fn sniff_request(
+        &self,
+        session: &mut Session,
+        fields: &[&str],
+        deadline: Option<BodyDeadline>,
+    ) -> Result<Sniff> {
         let fits = session
             .get_header(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok())
@@ -59,7 +65,7 @@ impl CorralProxy {
                 Sniff::NeedMore(_) => {}
                 other => return Ok(other),
             }
-            let Some(chunk) = session.read_request_body().await? else {
+            let Some(chunk) = read_body_chunk(session, deadline).await? else {
                 return Ok(if seen.is_empty() {
                     Sniff::Complete(Facts::default())
                 } else {
@@ -92,7 +98,10 @@ impl CorralProxy {
             .map(str::to_string);
         let mut facts = Facts::default();
         if let Some(fields) = ctx.endpoint.model_fields() {
-            match self.sniff_request(session, fields).await? {
+            match self
+                .sniff_request(session, fields, ctx.body_deadline)
+                .await?
+            {
                 Sniff::Complete(f) => facts = f,
                 Sniff::NotJson(why) => {
                     return Ok(Some(Refusal::BadRequest(format!(
@@ -184,6 +193,11 @@ impl CorralProxy {
             wait.await
         };
         ctx.queued_ms = Some(since.elapsed().as_millis() as u64);
+        // corral read none of the body while the request waited: that time is not the
+        // client's to make up.
+        if let Some(deadline) = ctx.body_deadline.as_mut() {
+            deadline.postpone(since.elapsed());
+        }
         result.map_err(|e| match e {
             QueueError::NoRoute(n) => Refusal::NoRoute(n),
             other => Refusal::Queue(other),

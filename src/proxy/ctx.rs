@@ -6,7 +6,9 @@ use crate::model::ModelName;
 use crate::routing::{Need, Pick, RouteRequest};
 
 use super::attempt::Attempt;
+use super::body_deadline::BodyDeadline;
 use super::endpoint::Endpoint;
+use super::framing::LineFramer;
 use super::observe::StreamObserver;
 
 pub struct RequestCtx {
@@ -38,6 +40,10 @@ pub struct RequestCtx {
     pub status: u16,
     pub first_token: Option<Instant>,
     pub observer: StreamObserver,
+    /// When the request body must be complete (`None`: blob uploads).
+    pub body_deadline: Option<BodyDeadline>,
+    /// Holds back a partial line of a streamed answer.
+    pub framer: LineFramer,
 }
 
 impl RequestCtx {
@@ -58,6 +64,8 @@ impl RequestCtx {
             status: 0,
             first_token: None,
             observer: StreamObserver::default(),
+            body_deadline: None,
+            framer: LineFramer::default(),
         }
     }
 

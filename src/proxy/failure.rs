@@ -93,7 +93,21 @@ impl CorralProxy {
             if let Some(attempt) = ctx.attempt.as_mut() {
                 attempt.settle(&table, Outcome::Failed(&msg));
             }
-            let chunk = respond::stream_error_chunk(ctx.sse, &msg);
+            // The torn fragment never reaches the client: the error is a line of its own.
+            let dropped = ctx.framer.discard();
+            if dropped > 0 {
+                tracing::debug!(
+                    bytes = dropped,
+                    "dropped a partial line the backend broke off"
+                );
+            }
+            let error = respond::stream_error_chunk(ctx.sse, &msg);
+            let separator = ctx.framer.separator();
+            let chunk = if separator.is_empty() {
+                error
+            } else {
+                bytes::Bytes::from([separator, &error[..]].concat())
+            };
             if let Err(we) = session.write_response_body(Some(chunk), true).await {
                 tracing::debug!("could not end the stream with an error: {we}");
             }
@@ -101,6 +115,18 @@ impl CorralProxy {
         }
 
         let (code, msg) = match e.etype() {
+            // The client's body stalled: Pingora's per-read timeout, which corral cuts at
+            // the whole-body deadline.
+            ErrorType::ReadTimedout if *e.esource() == ErrorSource::Downstream => (
+                408,
+                match ctx.body_deadline.filter(|d| d.passed()) {
+                    Some(d) => d.message(),
+                    None => format!(
+                        "request body stalled: no data for {} (timeouts.client)",
+                        humantime::format_duration(config.timeouts.client)
+                    ),
+                },
+            ),
             ErrorType::HTTPStatus(code) => (
                 *code,
                 e.context

@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use crate::pool::Backend;
 use crate::routing::{Need, NoRoute};
 
+use super::body_deadline::{read_body_chunk, BodyDeadline};
 use super::endpoint::Endpoint;
 use super::{respond, CorralProxy, RequestCtx};
 use forward::{BoxFailure, Event, Limits, Reporter};
@@ -73,12 +74,16 @@ impl CorralProxy {
     }
 
     /// The whole request body: what sniffing already buffered plus the rest.
-    async fn whole_body(&self, session: &mut Session) -> Result<Option<Bytes>> {
+    async fn whole_body(
+        &self,
+        session: &mut Session,
+        deadline: Option<BodyDeadline>,
+    ) -> Result<Option<Bytes>> {
         let mut body = BytesMut::new();
         if let Some(buffered) = session.as_ref().get_retry_buffer() {
             body.extend_from_slice(&buffered);
         }
-        while let Some(chunk) = session.read_request_body().await? {
+        while let Some(chunk) = read_body_chunk(session, deadline).await? {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_BODY {
                 return Ok(None);
@@ -94,7 +99,7 @@ impl CorralProxy {
         ctx: &mut RequestCtx,
         targets: Vec<Arc<Backend>>,
     ) -> Result<()> {
-        let Some(body) = self.whole_body(session).await? else {
+        let Some(body) = self.whole_body(session, ctx.body_deadline).await? else {
             return respond::write_error(session, false, 413, "request body too large", 0).await;
         };
         let req = session.req_header();
@@ -117,6 +122,7 @@ impl CorralProxy {
                 .fleet_client
                 .request(method.clone(), format!("{}{path}", b.config.url.base()))
                 .header("Content-Type", "application/json")
+                .header("Via", super::hop::via_entry())
                 .body(body.clone());
             let reporter = Reporter {
                 name: name.clone(),

@@ -4,10 +4,15 @@
 
 mod admission;
 mod attempt;
+mod body_deadline;
+mod client_error;
 mod ctx;
 pub mod endpoint;
 mod failure;
 mod fleet;
+mod framing;
+mod header_deadline;
+mod hop;
 mod local;
 mod observe;
 mod outcome;
@@ -27,6 +32,8 @@ use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::services::listening::Service;
 use pingora::{Error, ErrorType};
 
 use crate::pool::{Pool, SlotWatcher};
@@ -59,6 +66,18 @@ impl CorralProxy {
     }
 }
 
+/// The service on the `listen` addresses: the proxy behind Pingora's HTTP/1 loop, with
+/// a total deadline on every request header.
+pub fn proxy_service(
+    conf: &Arc<ServerConf>,
+    proxy: CorralProxy,
+) -> Service<header_deadline::HeaderDeadlineApp> {
+    let pool = proxy.pool.clone();
+    let app =
+        header_deadline::HeaderDeadlineApp::new(pingora::proxy::http_proxy(conf, proxy), pool);
+    Service::new("corral proxy".to_string(), app)
+}
+
 #[async_trait]
 impl ProxyHttp for CorralProxy {
     type CTX = RequestCtx;
@@ -67,14 +86,39 @@ impl ProxyHttp for CorralProxy {
         RequestCtx::new()
     }
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        header_deadline::stop_header_clock(session);
+        // A client that stops reading must not hold its backend slot forever: a write
+        // to it may block as long as a backend may stay silent.
+        let idle = self.pool.load().config.timeouts.idle;
+        session.as_downstream_mut().set_write_timeout(Some(idle));
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         ctx.endpoint = Endpoint::classify(&req.method, req.uri.path());
-        let client_timeout = self.pool.load().config.timeouts.client;
-        session.set_keepalive(Some(client_timeout.as_secs().max(1)));
+        let timeouts = self.pool.load().config.timeouts.clone();
+        session.set_keepalive(Some(timeouts.client.as_secs().max(1)));
         session
             .as_downstream_mut()
-            .set_read_timeout(Some(client_timeout));
+            .set_read_timeout(Some(timeouts.client));
+        ctx.body_deadline = body_deadline::BodyDeadline::for_request(
+            &ctx.endpoint,
+            ctx.started,
+            timeouts.client_body,
+        );
+        if hop::passed_through_us(&session.req_header().headers) {
+            session.set_keepalive(None);
+            ctx.status = 508;
+            let openai = ctx.endpoint.is_openai();
+            respond::write_error(session, openai, 508, hop::LOOP_MESSAGE, 0).await?;
+            return Ok(true);
+        }
 
         if ctx.endpoint.is_local() {
             let endpoint = ctx.endpoint.clone();
@@ -200,7 +244,12 @@ impl ProxyHttp for CorralProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let busy = *e.etype() == ErrorType::Custom(BUSY);
-        let mut e = e.more_context(format!("Peer: {peer}"));
+        // corral's own answers (a 408 for a slow body) carry the client's message as
+        // their context: keep it.
+        let mut e = match e.etype() {
+            ErrorType::HTTPStatus(_) => e,
+            _ => e.more_context(format!("Peer: {peer}")),
+        };
         // A pooled connection the backend had closed fails before the request reached
         // it; replaying is safe if nothing came back yet and the body is still buffered.
         // So is a "busy" refusal, which Ollama sends before doing any work.
@@ -225,7 +274,19 @@ impl ProxyHttp for CorralProxy {
             upstream_request.insert_header("Host", pick.backend.config.url.authority.as_str())?;
         }
         upstream_request.remove_header(admission::TARGET_HEADER);
+        upstream_request.append_header("Via", hop::via_entry())?;
         Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let per_read = self.pool.load().config.timeouts.client;
+        body_deadline::check_forwarded_chunk(session, ctx.body_deadline, end_of_stream, per_read)
     }
 
     async fn upstream_response_filter(
@@ -249,6 +310,7 @@ impl ProxyHttp for CorralProxy {
             .map(|v| v.as_bytes());
         ctx.sse = content_type.is_some_and(|v| v.starts_with(b"text/event-stream"));
         ctx.whole_answer = content_type.is_some_and(|v| v.starts_with(b"application/json"));
+        ctx.framer = framing::LineFramer::for_content_type(content_type);
         let idle = self.pool.load().config.timeouts.idle;
         if let Some(stall) = ctx.attempt.as_mut().and_then(|a| a.stall.as_mut()) {
             stall.arm(idle);
@@ -258,10 +320,11 @@ impl ProxyHttp for CorralProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        respond::fit_to_http10(session, upstream_response);
         if !self.pool.load().config.routing.response_headers {
             return Ok(());
         }
@@ -306,6 +369,25 @@ impl ProxyHttp for CorralProxy {
             attempt.release();
         }
         Ok(None)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        ctx.framer.frame(body, end_of_stream);
+        Ok(None)
+    }
+
+    fn suppress_error_log(&self, session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        if !client_error::is_client_fault(e) {
+            return false;
+        }
+        client_error::log(session, e);
+        true
     }
 
     async fn fail_to_proxy(

@@ -89,3 +89,16 @@ pub async fn write_error(
     )
     .await
 }
+
+/// HTTP/1.0 has no chunked encoding: a chunked answer to a 1.0 client goes out
+/// close-delimited instead (no length; the connection closes at its end).
+pub fn fit_to_http10(session: &mut Session, resp: &mut ResponseHeader) {
+    if session.req_header().version != http::Version::HTTP_10
+        || !resp.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return;
+    }
+    resp.remove_header(&http::header::TRANSFER_ENCODING);
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    session.set_keepalive(None);
+}

@@ -1,7 +1,8 @@
 //! A box that speaks just enough HTTP to look like Ollama, then misbehaves: never
-//! answers, answers forever, answers garbage or answers enormously. It runs in the test
-//! process on 127.0.0.1, answers each request by what a test-supplied function says for
-//! its method and path, and counts what it saw so a test can tell when corral let go.
+//! answers, answers forever, answers garbage or enormously, or breaks off mid-line. It
+//! runs in the test process on 127.0.0.1, answers each request by what a test-supplied
+//! function says for its method and path, and counts what it saw so a test can tell
+//! when corral let go.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +26,9 @@ pub enum Behavior {
     Endless,
     /// `200` with a body that is not JSON.
     Garbage,
+    /// Exactly these bytes (status line, headers and all), then the connection closes:
+    /// for answers no well-behaved server sends, like a stream cut mid-line.
+    Raw(Bytes),
 }
 
 /// Bytes an endless answer sends before giving up on its own, should nobody cut it.
@@ -153,6 +157,10 @@ async fn serve(mut stream: TcpStream, seen: &Mutex<HashMap<String, usize>>, answ
         }
         Behavior::Endless => {
             let _ = write_endless(&mut stream).await;
+        }
+        Behavior::Raw(bytes) => {
+            let _ = stream.write_all(&bytes).await;
+            let _ = stream.shutdown().await;
         }
     }
 }
