@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod hangup;
 pub mod health;
 pub mod metrics;
 pub mod model;

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::lines::{LineTooLong, Lines};
 use super::refresh::Refresh;
-use crate::bounded_body::{error_chain, next_chunk, read_capped, BodyError, Size};
+use crate::bounded_body::{next_chunk, read_capped, root_cause, BodyError, Size};
 use crate::config::TimeoutConfig;
 
 /// A whole answer (delete, copy, a pull with `"stream": false`) is one small JSON
@@ -121,7 +121,7 @@ impl Reporter {
         let mut resp = tokio::time::timeout(limits.header, request.send())
             .await
             .map_err(|_| BoxFailure::NoAnswer(limits.header))?
-            .map_err(|e| BoxFailure::Request(error_chain(&e)))?;
+            .map_err(|e| BoxFailure::Request(root_cause(&e)))?;
         let status = resp.status();
         if !status.is_success() {
             let body = read_capped(resp, MAX_ERROR_ANSWER, Some(limits.idle)).await;
@@ -174,7 +174,7 @@ fn body_failure(e: BodyError) -> BoxFailure {
     match e {
         BodyError::Stalled(idle) => BoxFailure::Stalled(idle),
         BodyError::TooLarge(size) => BoxFailure::TooLarge(size),
-        BodyError::Http(e) => BoxFailure::Lost(error_chain(&e)),
+        BodyError::Http(e) => BoxFailure::Lost(root_cause(&e)),
     }
 }
 
