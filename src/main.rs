@@ -51,8 +51,10 @@ enum Command {
     /// Maintenance mode of this replica.
     #[command(subcommand)]
     Serving(corral::cli::ServingCmd),
-    /// Make the running server re-read its config file now (as SIGHUP does, without
-    /// needing its PID); prints FILE:line:col and changes nothing if the file is invalid.
+    /// Re-read the running server's config file now (SIGHUP without the PID).
+    ///
+    /// Prints what was applied, or the file's FILE:line:col error, in which case the
+    /// running config stays.
     Reload(corral::cli::ClientOpts),
     /// The replicated pool's Raft group: status, peers, add-peer, remove-peer.
     #[command(subcommand)]
