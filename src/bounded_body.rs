@@ -69,6 +69,22 @@ pub async fn next_chunk(
 }
 
 /// reqwest's Display stops at "error sending request"; the cause is in the chain.
+/// The one cause an operator can act on — "cannot connect: Connection refused (os
+/// error 111)", "timed out" — instead of reqwest's whole chain ("error sending request
+/// for url (...): client error (Connect): tcp connect error: ...").
+pub fn root_cause(e: &reqwest::Error) -> String {
+    let mut inner: &dyn std::error::Error = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    match (e.is_timeout(), e.is_connect()) {
+        (true, true) => "connect timed out".to_string(),
+        (true, false) => "timed out".to_string(),
+        (false, true) => format!("cannot connect: {inner}"),
+        (false, false) => inner.to_string(),
+    }
+}
+
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut next = e.source();

@@ -54,6 +54,9 @@ fn start_fleet() -> anyhow::Result<Vec<(String, SocketAddr)>> {
                 }
             };
             rt.block_on(async move {
+                // Installed before the banner, for the whole process: the demo has no
+                // config file, and a SIGHUP meant for a `corral serve` must not end it.
+                crate::hangup::ignore("corral demo has no config file to reload");
                 let mut servers = Vec::new();
                 let mut addrs = Vec::new();
                 for (name, models, resident) in FLEET {
@@ -76,10 +79,46 @@ fn start_fleet() -> anyhow::Result<Vec<(String, SocketAddr)>> {
     rx.recv().context("simulator thread ended early")?
 }
 
-pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
+/// The demo's listening addresses (`--listen`, `--admin-listen`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Where the demo's Ollama endpoint listens (set OLLAMA_HOST to it).
+    #[arg(long, default_value = "127.0.0.1:11434")]
+    pub listen: SocketAddr,
+    /// Where its admin API listens: `corral status`, `corral backends` and /metrics.
+    /// Port 0 picks a free one (the banner shows it).
+    #[arg(long, default_value = "127.0.0.1:11435")]
+    pub admin_listen: SocketAddr,
+}
+
+/// A taken port, said in the demo's own terms: which flag, and what to do about it. A
+/// second demo must fail here rather than leave `corral status` showing the first one.
+fn bind_error(e: crate::startup::StartupError) -> anyhow::Error {
+    match e {
+        crate::startup::StartupError::Bind {
+            setting,
+            addr,
+            source,
+        } => {
+            let flag = if setting == "admin.listen" {
+                "--admin-listen"
+            } else {
+                "--listen"
+            };
+            anyhow::anyhow!(
+                "cannot listen on {addr} ({flag}): {source}; another corral (or demo) is \
+                 probably using it: stop it, or pass {flag} 127.0.0.1:0 for a free port"
+            )
+        }
+        other => other.into(),
+    }
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let fleet = start_fleet()?;
     let mut config = Config::parse("", "demo")?;
-    config.listen = vec![listen];
+    config.listen = vec![args.listen];
+    config.admin.listen = args.admin_listen;
     config.health.interval = Duration::from_secs(1);
     config.threads = 2;
     for (name, addr) in &fleet {
@@ -91,7 +130,9 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
         });
     }
     // Bound before the banner: a taken port must not be followed by "Try it".
-    let corral = crate::server::build(config)?;
+    let corral = crate::server::build(config).map_err(bind_error)?;
+    let listen = corral.proxy_addrs.first().copied().unwrap_or(args.listen);
+    let admin = corral.admin_addr;
     println!("corral demo: 3 simulated Ollama servers behind corral on http://{listen}\n");
     for ((name, addr), (_, models, resident)) in fleet.iter().zip(FLEET) {
         println!(
@@ -103,7 +144,14 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
         "\nTry it:\n  export OLLAMA_HOST={listen}\n  ollama run llama3 'why is the sky blue?'\n  \
          curl http://{listen}/api/chat -d '{{\"model\":\"llama3\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n  \
          curl http://{listen}/v1/chat/completions -d '{{\"model\":\"mistral\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n\n\
-         Every answer carries X-Corral-Backend (curl -i shows it). Ctrl-C stops the demo.\n"
+         Every answer carries X-Corral-Backend (curl -i shows it).\n\n\
+         Admin API on http://{admin} (and /metrics):\n  corral status{api_flag}\n  corral backends --watch{api_flag}\n\n\
+         Ctrl-C stops the demo.\n",
+        api_flag = if admin == SocketAddr::from(([127, 0, 0, 1], 11435)) {
+            String::new()
+        } else {
+            format!(" --api-url http://{admin}")
+        }
     );
     corral.run_forever()
 }

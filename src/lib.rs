@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod hangup;
 pub mod health;
 pub mod log_limit;
 pub mod metrics;

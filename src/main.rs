@@ -1,13 +1,12 @@
 //! The `corral` command line: parse and dispatch, nothing else.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use corral::config::Config;
+use corral::config::{Config, ConfigError};
 
 #[derive(Parser)]
 #[command(
@@ -27,11 +26,14 @@ struct Cli {
 enum Command {
     /// Run the proxy.
     Serve {
+        /// The YAML config file (conf/corral.yaml is a commented example); corral
+        /// reloads it when it changes, on SIGHUP and on `corral reload`.
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Validate a config file and exit.
+    /// Validate a config file and exit: what `serve` would refuse, as FILE:line:col.
     Check {
+        /// The YAML config file to check.
         #[arg(short, long)]
         config: PathBuf,
     },
@@ -49,15 +51,16 @@ enum Command {
     /// Maintenance mode of this replica.
     #[command(subcommand)]
     Serving(corral::cli::ServingCmd),
+    /// Re-read the running server's config file now (SIGHUP without the PID).
+    ///
+    /// Prints what was applied, or the file's FILE:line:col error, in which case the
+    /// running config stays.
+    Reload(corral::cli::ClientOpts),
     /// The replicated pool's Raft group: status, peers, add-peer, remove-peer.
     #[command(subcommand)]
     Cluster(corral::cluster::cli::ClusterCmd),
     /// Run three simulated Ollama servers behind corral, in one process.
-    Demo {
-        /// Where the demo's Ollama endpoint listens.
-        #[arg(long, default_value = "127.0.0.1:11434")]
-        listen: SocketAddr,
-    },
+    Demo(corral::demo::DemoArgs),
 }
 
 fn init_logging(json: bool) {
@@ -81,12 +84,13 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(&config),
         Command::Check { config } => check(&config),
         Command::Sim(args) => run_async(corral::sim::run(args)),
-        Command::Demo { listen } => corral::demo::run(listen),
+        Command::Demo(args) => corral::demo::run(args),
         Command::Status(a) => client(corral::cli::show(corral::cli::View::Status, a)),
         Command::Backends(a) => client(corral::cli::show(corral::cli::View::Backends, a)),
         Command::Metrics(a) => client(corral::cli::show(corral::cli::View::Metrics, a)),
         Command::Backend(cmd) => client(corral::cli::backend(cmd)),
         Command::Serving(cmd) => client(corral::cli::serving(cmd)),
+        Command::Reload(opts) => client(corral::cli::reload(opts)),
         Command::Cluster(cmd) => client(corral::cluster::cli::run(cmd)),
     };
     match result {
@@ -137,7 +141,15 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 /// The file loaded and judged as `serve` and `check` both do; errors past the parser's
 /// own `file:line:col` ones name the file.
 fn prepare(path: &std::path::Path) -> anyhow::Result<corral::startup::Prepared> {
-    let config = Config::load(path)?;
+    let config = Config::load(path).map_err(|e| match &e {
+        ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::anyhow!(
+                "{e}; give the path of your config file with -c (conf/corral.yaml in the \
+                 source tree is a commented example)"
+            )
+        }
+        _ => e.into(),
+    })?;
     corral::startup::prepare(config).with_context(|| path.display().to_string())
 }
 
@@ -145,7 +157,10 @@ fn prepare(path: &std::path::Path) -> anyhow::Result<corral::startup::Prepared> 
 fn client(
     fut: impl std::future::Future<Output = Result<(), corral::cli::CliError>>,
 ) -> anyhow::Result<()> {
-    run_async(async { fut.await.map_err(anyhow::Error::from) })
+    run_async(async {
+        corral::hangup::ignore("the client commands have no config to reload");
+        fut.await.map_err(anyhow::Error::from)
+    })
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {

@@ -3,11 +3,13 @@
 //! watching the file itself would lose it after the first swap) plus SIGHUP, debounced,
 //! then parse → validate → `Pool::publish`. An invalid file changes nothing: the old
 //! config keeps serving and the error is logged, counted and shown in the status.
+//! The admin API's `POST /api/v1/reload` asks the same loop, so an operator never
+//! needs the PID and every reload, whatever its trigger, runs one at a time.
 //! Runs as a Pingora background service so it lives on Pingora's runtime.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -15,7 +17,7 @@ use async_trait::async_trait;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 use crate::pool::Pool;
@@ -34,6 +36,31 @@ pub struct ReloadStatus {
     /// Settings changed in the file that only a restart applies; cleared when the file
     /// agrees with the running values again.
     pub restart_needed: ArcSwapOption<Vec<String>>,
+    /// Where "reload now" requests go; unset when no config file is watched.
+    requests: OnceLock<mpsc::Sender<oneshot::Sender<ReloadReply>>>,
+}
+
+/// What a reload asked for through [`ReloadStatus::reload_now`] did.
+pub type ReloadReply = Result<Reloaded, ReloadError>;
+
+/// A reload that applied.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub file: String,
+    pub backends: usize,
+    /// Changed settings that keep their running values until a restart.
+    pub restart_needed: Vec<String>,
+}
+
+impl ReloadStatus {
+    /// Re-reads the config file now, as SIGHUP does, and waits for the result. `None`
+    /// when this corral watches no file (`corral demo`) or its reloader has stopped.
+    pub async fn reload_now(&self) -> Option<ReloadReply> {
+        let requests = self.requests.get()?;
+        let (reply, answer) = oneshot::channel();
+        requests.send(reply).await.ok()?;
+        answer.await.ok()
+    }
 }
 
 /// Why a reload did not apply.
@@ -60,6 +87,17 @@ pub enum ReloadError {
     },
 }
 
+impl ReloadError {
+    /// The admin API's `code` for this failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReloadError::Config(crate::config::ConfigError::Read { .. }) => "config_unreadable",
+            ReloadError::UnsafeWithRunning { .. } => "config_unsafe",
+            _ => "config_invalid",
+        }
+    }
+}
+
 pub struct Reloader {
     pool: Arc<Pool>,
     path: PathBuf,
@@ -67,6 +105,8 @@ pub struct Reloader {
     /// The text last read, so file events that change nothing (a touch, another file
     /// in the directory) do not count as reloads.
     last_text: std::sync::Mutex<Option<String>>,
+    /// "Reload now" requests from the admin API; taken when the service starts.
+    requests: std::sync::Mutex<Option<mpsc::Receiver<oneshot::Sender<ReloadReply>>>>,
 }
 
 impl Reloader {
@@ -74,12 +114,35 @@ impl Reloader {
         // Absolute, so a later change of working directory cannot move the watch; not
         // canonical, so a symlinked config keeps being read through its link.
         let path = std::path::absolute(&path).unwrap_or(path);
+        let (tx, rx) = mpsc::channel(8);
+        let requests = match status.requests.set(tx) {
+            Ok(()) => Some(rx),
+            // Another reloader answers for this status already.
+            Err(_) => None,
+        };
         Reloader {
             pool,
             path,
             status,
             last_text: std::sync::Mutex::new(None),
+            requests: std::sync::Mutex::new(requests),
         }
+    }
+
+    /// A reload on an operator's request: forced, like SIGHUP, and described.
+    async fn reload_on_request(&self) -> ReloadReply {
+        self.reload("admin API", true).await?;
+        Ok(Reloaded {
+            file: self.path.display().to_string(),
+            backends: self.pool.yaml_config().backends.len(),
+            restart_needed: self
+                .status
+                .restart_needed
+                .load()
+                .as_deref()
+                .cloned()
+                .unwrap_or_default(),
+        })
     }
 
     /// Reads, validates and publishes the file. `force` reloads even when the text is
@@ -268,6 +331,11 @@ impl BackgroundService for Reloader {
                 None
             }
         };
+        let mut requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         tracing::info!(file = %self.path.display(), "watching the config file for changes (and SIGHUP)");
         loop {
             tokio::select! {
@@ -287,6 +355,10 @@ impl BackgroundService for Reloader {
                 Some(()) = recv_hup(&mut hup) => {
                     let _ = self.reload("SIGHUP", true).await;
                 }
+                Some(reply) = recv_request(&mut requests) => {
+                    // The asker may have gone; the reload stands either way.
+                    let _ = reply.send(self.reload_on_request().await);
+                }
                 _ = shutdown.changed() => return,
             }
         }
@@ -296,6 +368,13 @@ impl BackgroundService for Reloader {
 async fn recv_hup(hup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
     match hup {
         Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_request<T>(requests: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match requests {
+        Some(r) => r.recv().await,
         None => std::future::pending().await,
     }
 }

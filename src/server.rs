@@ -25,6 +25,9 @@ pub struct Corral {
     pub server: Server,
     pub pool: Arc<Pool>,
     queue: Arc<AdmissionQueue>,
+    /// Where the proxy and the admin API listen, as bound (port 0 resolved).
+    pub proxy_addrs: Vec<std::net::SocketAddr>,
+    pub admin_addr: std::net::SocketAddr,
 }
 
 /// Validates `config` like `serve` does and builds a server without a watched file.
@@ -41,6 +44,18 @@ pub fn build_from(
     let pool = Arc::new(prepared.pool);
     let config = pool.yaml_config();
     let sockets = crate::startup::listeners::bind(&config)?;
+    let proxy_addrs: Vec<std::net::SocketAddr> = sockets
+        .proxy
+        .iter()
+        .filter_map(|(_, l)| l.local_addr().ok())
+        .collect();
+    let admin_addr = sockets.admin.local_addr().unwrap_or(config.admin.listen);
+    let shown: Vec<String> = proxy_addrs.iter().map(|a| a.to_string()).collect();
+    tracing::info!(
+        listen = %shown.join(","),
+        admin = %admin_addr,
+        "Ollama endpoint listening (point OLLAMA_HOST here)"
+    );
     let conf = ServerConf {
         threads: config.threads,
         // SIGTERM is handled by `shutdown::DrainOnTerm`, which waits only as long as
@@ -90,6 +105,8 @@ pub fn build_from(
         server,
         pool,
         queue,
+        proxy_addrs,
+        admin_addr,
     })
 }
 

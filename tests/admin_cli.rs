@@ -163,7 +163,8 @@ async fn backend_and_serving_commands() {
     )
     .await;
     assert!(out.contains("backend 'extra' added"), "{out}");
-    let table = ok(&api, &["backends"]).await;
+    // Where a backend came from is a wide column.
+    let table = ok(&api, &["backends", "-o", "wide"]).await;
     let row = table
         .lines()
         .find(|l| l.starts_with("extra"))

@@ -169,3 +169,97 @@ async fn blobs_and_the_create_using_them_meet_on_one_box() {
         .await;
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
 }
+
+/// The names the fleet lists in corral's merged `/api/tags`.
+async fn fleet_models(c: &Corral) -> Vec<String> {
+    let v: Value = reqwest::get(format!("{}/api/tags", c.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A model-changing operation answers only once corral's view of each box it touched
+/// follows, so the very next request sees the change. Health rounds are an hour apart
+/// here: only the re-probe before the answer can explain a fresh view. Each step is
+/// repeated, because a view that is merely usually fresh would pass once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_request_sees_what_an_operation_changed() {
+    let a = start_sim(&["--models", "llama3"]);
+    let b = start_sim(&["--models", "llama3"]);
+    let c = start_corral(&format!(
+        "health: {{interval: 1h}}\n{}",
+        backends_yaml(&[&a, &b], 2)
+    ))
+    .await;
+    c.wait_healthy(2).await;
+    let http = reqwest::Client::new();
+    for i in 0..5 {
+        let copy = format!("copy{i}:latest");
+        let r = c
+            .post_json(
+                "/api/copy",
+                &json!({"source": "llama3", "destination": copy}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        assert!(
+            fleet_models(&c).await.contains(&copy),
+            "copy {i} not listed"
+        );
+        // Back to back: the delete must reach both boxes the copy reached.
+        let r = http
+            .delete(format!("{}/api/delete", c.url()))
+            .json(&json!({"model": copy}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "delete {i}");
+        assert_eq!(r.headers()["x-corral-backend"], "b0,b1", "delete {i}");
+        assert!(!sim_models(&a).await.contains(&copy), "{copy} left on b0");
+        assert!(!sim_models(&b).await.contains(&copy), "{copy} left on b1");
+        assert!(
+            !fleet_models(&c).await.contains(&copy),
+            "{copy} still listed"
+        );
+    }
+
+    // Pull, streamed and not, then list at once.
+    for (i, stream) in [(0, true), (1, false), (2, true)] {
+        let model = format!("fresh{i}:latest");
+        let r = c
+            .post_json("/api/pull", &json!({"model": model, "stream": stream}))
+            .await;
+        assert_eq!(r.status(), 200);
+        let lines = read_lines(r).await.unwrap();
+        assert!(lines.last().unwrap().contains("success"), "{lines:?}");
+        assert!(
+            fleet_models(&c).await.contains(&model),
+            "{model} not listed right after its pull"
+        );
+    }
+
+    // Create (on the pinned box), then use the new model at once.
+    let r = c
+        .post_json(
+            "/api/create",
+            &json!({"model": "made", "from": "llama3", "stream": false}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert!(fleet_models(&c).await.contains(&"made:latest".to_string()));
+    let r = c
+        .post_json(
+            "/api/generate",
+            &json!({"model": "made", "prompt": "hi", "stream": false}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+}

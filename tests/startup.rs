@@ -165,11 +165,15 @@ async fn a_taken_port_stops_serve_and_demo_with_one_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let listen = taken.to_string();
     let started = Instant::now();
-    let demo = run(&["demo", "--listen", &listen], dir.path()).await;
+    let demo = run(
+        &["demo", "--listen", &listen, "--admin-listen", "127.0.0.1:0"],
+        dir.path(),
+    )
+    .await;
     eprintln!("demo exited in {:?}", started.elapsed());
     assert!(!demo.success, "demo kept running");
     assert!(!demo.stdout.contains("Try it"), "{}", demo.stdout);
-    let want = format!("corral: cannot listen on {taken} (listen): ");
+    let want = format!("corral: cannot listen on {taken} (--listen): ");
     let errors: Vec<&str> = demo
         .stderr
         .lines()

@@ -103,6 +103,7 @@ impl AdminService {
             .route("/api/v1/backends/{name}/heartbeat", post(write::heartbeat))
             .route("/api/v1/serving/enable", post(write::serving_enable))
             .route("/api/v1/serving/disable", post(write::serving_disable))
+            .route("/api/v1/reload", post(write::reload))
             .route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 write::require_token,
@@ -115,7 +116,7 @@ impl AdminService {
             .route("/api/v1/status", get(read::status))
             .route("/api/v1/backends", get(read::backends))
             .merge(writes)
-            .fallback(|| async { ApiError::not_found("no such admin endpoint") })
+            .fallback(read::no_such_endpoint)
             .with_state(state)
     }
 }

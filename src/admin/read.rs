@@ -55,3 +55,21 @@ pub async fn prometheus() -> impl IntoResponse {
 pub async fn metrics_json() -> Json<MetricsView> {
     Json(crate::metrics::global().render_json())
 }
+
+/// Any path the admin API does not serve. The cluster endpoints exist only with a
+/// `cluster:` section, so on a single replica they say that rather than "not found".
+pub async fn no_such_endpoint(uri: axum::http::Uri) -> super::ApiError {
+    let path = uri.path();
+    if path.starts_with("/api/v1/cluster") {
+        return super::ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_cluster",
+            "this corral runs as a single replica (its config has no `cluster:` section), \
+             so there is no Raft group to show or change; conf/cluster.yaml shows how to \
+             run replicas that share their pool",
+        );
+    }
+    super::ApiError::not_found(format!(
+        "no such admin endpoint: {path} (the README's \"Admin API\" lists them)"
+    ))
+}

@@ -1,5 +1,6 @@
-//! Mutating admin endpoints: run-time backends (add, remove), drain and undrain, and
-//! maintenance mode. All of them need the admin token when one is configured.
+//! Mutating admin endpoints: run-time backends (add, remove), drain and undrain,
+//! maintenance mode and "reload the config file now". All of them need the admin token
+//! when one is configured.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
@@ -223,4 +224,31 @@ pub async fn heartbeat(
         return Err(ApiError::unknown_backend(&name));
     }
     Err(no_leases())
+}
+
+/// `POST /api/v1/reload`: re-reads the config file now through the reloader (the same
+/// path as SIGHUP and file changes) and answers how it went: 200 when applied, 422 with
+/// the `FILE:line:col: message` when the file is refused and the running config stays.
+pub async fn reload(State(s): State<AdminState>) -> Result<Json<Value>, ApiError> {
+    let Some(result) = s.reloads.reload_now().await else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_config_file",
+            "this corral runs without a config file to reload (`corral demo` builds its \
+             config in memory); start it with `corral serve -c FILE`",
+        ));
+    };
+    match result {
+        Ok(r) => Ok(Json(json!({
+            "reloaded": true,
+            "file": r.file,
+            "backends": r.backends,
+            "restart_needed": r.restart_needed,
+        }))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            e.code(),
+            e.to_string(),
+        )),
+    }
 }

@@ -18,6 +18,19 @@ pub enum CliError {
     Api(String),
     #[error("unexpected answer from the admin API: {0}")]
     Unexpected(String),
+    /// An error answer without the admin API's `{"error","code"}` shape: most likely
+    /// the Ollama port (corral's proxy, or an Ollama) rather than `admin.listen`.
+    #[error(
+        "{url} is not corral's admin API ({method} {path} answered {status}: {body}); \
+         point --api-url at admin.listen (default http://127.0.0.1:11435), not the Ollama port"
+    )]
+    NotAdmin {
+        url: String,
+        method: Method,
+        path: String,
+        status: StatusCode,
+        body: String,
+    },
 }
 
 pub struct AdminClient {
@@ -64,7 +77,7 @@ impl AdminClient {
         body: Option<Value>,
     ) -> Result<Value, CliError> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url);
+        let mut req = self.http.request(method.clone(), &url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -85,28 +98,35 @@ impl AdminClient {
         }
         let value: Option<Value> = serde_json::from_str(&text).ok();
         if !status.is_success() {
-            let msg = value
+            let api_error = value
                 .as_ref()
-                .and_then(|v| v["error"].as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{status}: {}", text.trim()));
-            return Err(CliError::Api(msg));
+                .filter(|v| v.get("code").is_some())
+                .and_then(|v| v["error"].as_str());
+            return Err(match api_error {
+                Some(msg) => CliError::Api(msg.to_string()),
+                None => CliError::NotAdmin {
+                    url: self.base.clone(),
+                    method,
+                    path: path.to_string(),
+                    status,
+                    body: snippet(&text),
+                },
+            });
         }
         value.ok_or_else(|| CliError::Unexpected(format!("{path} did not answer JSON")))
     }
 }
 
-/// The innermost cause: "Connection refused (os error 111)" rather than a URL chain.
+/// The start of a body, on one line, for an error message.
+fn snippet(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
+    }
+}
+
+/// One cause: "cannot connect: Connection refused (os error 111)" rather than a URL chain.
 fn reason(e: &reqwest::Error) -> String {
-    let mut source: Option<&dyn std::error::Error> = Some(e);
-    let mut last = e.to_string();
-    while let Some(s) = source {
-        last = s.to_string();
-        source = s.source();
-    }
-    if e.is_timeout() {
-        "timed out".to_string()
-    } else {
-        last
-    }
+    crate::bounded_body::root_cause(e)
 }

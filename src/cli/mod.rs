@@ -1,6 +1,6 @@
 //! Client subcommands that talk to a running corral's admin API: `status`, `backends`,
-//! `metrics` (tables, `--json`, `--watch`), `backend add|remove|drain|undrain` and
-//! `serving enable|disable`. Each prints one clear line on stderr and exits non-zero
+//! `metrics` (tables, `--json`, `--watch`), `backend add|remove|drain|undrain`,
+//! `serving enable|disable` and `reload`. Each prints one clear line on stderr and exits non-zero
 //! when the server is not running, the token is wrong or the backend is unknown.
 
 mod client;
@@ -35,21 +35,34 @@ pub struct ClientOpts {
 pub struct ViewArgs {
     #[command(flatten)]
     pub client: ClientOpts,
-    /// Redraw every `--interval` seconds until interrupted.
+    /// Redraw every `--interval` seconds until interrupted; a failed poll is shown and
+    /// retried at the next interval (SIGHUP redraws at once).
     #[arg(long)]
     pub watch: bool,
     /// Seconds between redraws with `--watch`.
     #[arg(long, default_value_t = 2.0)]
     pub interval: f64,
+    /// `wide`: every column, cells uncut (tables otherwise fit 80 columns).
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<Output>,
+}
+
+/// Table layouts beside the default one.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Wide,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum BackendCmd {
     /// Add a backend at run time (kept across restarts), or update one added earlier.
     Add {
+        /// A name of your choice (1-64 of A-Z a-z 0-9 - _ .); metrics and logs show it.
         name: String,
         /// The box's address, e.g. http://10.0.0.13:11434.
         url: String,
+        /// Its share of requests under `round_robin` (default 1); the other
+        /// strategies weigh boxes by free slots instead.
         #[arg(long)]
         weight: Option<u32>,
         /// The box's OLLAMA_NUM_PARALLEL.
@@ -111,28 +124,71 @@ pub enum View {
     Metrics,
 }
 
-/// Shows a view once, or keeps redrawing it with `--watch`.
+/// Shows a view once, or keeps redrawing it with `--watch`. A watch outlives the
+/// server it watches: a failed poll (corral restarting, the network) is shown with the
+/// time and retried at the next interval instead of ending the dashboard.
 pub async fn show(view: View, args: ViewArgs) -> Result<(), CliError> {
     let client = AdminClient::new(&args.client)?;
     let interval = Duration::from_secs_f64(args.interval.max(0.1));
+    let wide = args.output == Some(Output::Wide);
+    let json = args.client.json;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
-        let text = render_view(&client, view, args.client.json).await?;
-        if args.watch && !args.client.json {
-            // Clear the screen and home the cursor, like `watch`.
-            print!("\x1b[2J\x1b[H");
-        }
-        println!("{text}");
+        let drawn = render_view(&client, view, json, wide).await;
         if !args.watch {
+            println!("{}", drawn?);
             return Ok(());
+        }
+        match drawn {
+            Ok(text) if json => println!("{text}"),
+            // Clear the screen and home the cursor, like `watch`.
+            Ok(text) => println!("\x1b[2J\x1b[H{text}"),
+            // JSON lines stay parseable: the failure goes to stderr.
+            Err(e) if json => eprintln!("corral: {e} (retrying every {})", secs(interval)),
+            Err(e) => println!(
+                "\x1b[2J\x1b[H{} corral: {e}\nretrying every {}; Ctrl-C to stop",
+                clock(),
+                secs(interval)
+            ),
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
+            _ = recv_hup(&mut hup) => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
 }
 
-async fn render_view(client: &AdminClient, view: View, json: bool) -> Result<String, CliError> {
+/// A SIGHUP, or never when it cannot be watched.
+async fn recv_hup(hup: &mut Option<tokio::signal::unix::Signal>) {
+    match hup {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn secs(d: Duration) -> String {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+}
+
+/// The local wall-clock time of day is not worth a time zone crate: UTC, said so.
+fn clock() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let (h, m, s) = ((now / 3600) % 24, (now / 60) % 60, now % 60);
+    format!("{h:02}:{m:02}:{s:02} UTC")
+}
+
+async fn render_view(
+    client: &AdminClient,
+    view: View,
+    json: bool,
+    wide: bool,
+) -> Result<String, CliError> {
     let path = match view {
         View::Status => "/api/v1/status",
         View::Backends => "/api/v1/backends",
@@ -146,12 +202,14 @@ async fn render_view(client: &AdminClient, view: View, json: bool) -> Result<Str
     let bad = |e: serde_json::Error| CliError::Unexpected(format!("{path}: {e}"));
     Ok(match view {
         View::Status => render::status(&serde_json::from_value::<StatusView>(value).map_err(bad)?),
-        View::Backends => {
-            render::backends(&serde_json::from_value::<Vec<BackendView>>(value).map_err(bad)?)
-        }
-        View::Metrics => {
-            render::metrics(&serde_json::from_value::<MetricsView>(value).map_err(bad)?)
-        }
+        View::Backends => render::backends(
+            &serde_json::from_value::<Vec<BackendView>>(value).map_err(bad)?,
+            wide,
+        ),
+        View::Metrics => render::metrics(
+            &serde_json::from_value::<MetricsView>(value).map_err(bad)?,
+            wide,
+        ),
     })
 }
 
@@ -251,6 +309,36 @@ pub async fn serving(cmd: ServingCmd) -> Result<(), CliError> {
         "serving disabled: /readyz fails and new requests get 503 until `corral serving enable`"
     };
     print_result(&client, done(&v, msg));
+    Ok(())
+}
+
+/// Runs `corral reload`: the server re-reads its config file now, as on SIGHUP.
+pub async fn reload(opts: ClientOpts) -> Result<(), CliError> {
+    let c = AdminClient::new(&opts)?;
+    let v = c.post("/api/v1/reload", None).await.map_err(|e| match e {
+        // The file's own `FILE:line:col: message`, and what it means for the server.
+        CliError::Api(msg) => {
+            CliError::Api(format!("{msg} (not applied: the running config stays)"))
+        }
+        other => other,
+    })?;
+    let backends = v["backends"].as_u64().unwrap_or(0);
+    let mut line = format!(
+        "config reloaded from {} ({backends} backend{})",
+        v["file"].as_str().unwrap_or("the config file"),
+        if backends == 1 { "" } else { "s" }
+    );
+    let pending: Vec<&str> = v["restart_needed"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !pending.is_empty() {
+        line.push_str(&format!(
+            "; restart needed to apply: {}",
+            pending.join(", ")
+        ));
+    }
+    print_result(&opts, Done { json: v, line });
     Ok(())
 }
 

@@ -3,28 +3,71 @@
 use crate::admin::{BackendView, StatusView};
 use crate::metrics::MetricsView;
 
-/// Lays out rows under a header, columns separated by two spaces.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+/// The terminal width the default tables fit (`-o wide` does not cut).
+pub const WIDTH: usize = 80;
+
+/// A table column: its header and, when its cells may be cut to fit the width, the
+/// narrowest it may become.
+struct Column {
+    header: &'static str,
+    cut_to: Option<usize>,
+}
+
+const fn fixed(header: &'static str) -> Column {
+    Column {
+        header,
+        cut_to: None,
+    }
+}
+
+const fn cut(header: &'static str, min: usize) -> Column {
+    Column {
+        header,
+        cut_to: Some(min),
+    }
+}
+
+/// Lays out rows under a header, columns separated by two spaces. With `fit`, the
+/// widest cuttable column gives up a character at a time until the table fits (or
+/// every cuttable column is at its narrowest), and cells are cut with `…`.
+fn table(columns: &[Column], rows: &[Vec<String>], fit: Option<usize>) -> String {
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.header.len()).collect();
     for r in rows {
         for (w, cell) in widths.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
+    if let Some(max) = fit {
+        let gaps = 2 * columns.len().saturating_sub(1);
+        while widths.iter().sum::<usize>() + gaps > max {
+            let widest = columns
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .filter(|(_, (c, w))| c.cut_to.is_some_and(|min| **w > min.max(c.header.len())))
+                .max_by_key(|(_, (_, w))| **w)
+                .map(|(i, _)| i);
+            match widest {
+                Some(i) => widths[i] -= 1,
+                None => break,
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
         let mut out = String::new();
         for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            let c = clip(c, *w);
             if i + 1 == cells.len() {
-                out.push_str(c);
+                out.push_str(&c);
             } else {
                 out.push_str(&format!("{c:<w$}  "));
             }
         }
         out.trim_end().to_string()
     };
-    let mut out = vec![line(header.to_vec())];
+    let mut out = vec![line(columns.iter().map(|c| c.header.to_string()).collect())];
     for r in rows {
-        out.push(line(r.iter().map(String::as_str).collect()));
+        out.push(line(r.clone()));
     }
     out.join("\n")
 }
@@ -92,48 +135,51 @@ fn state(b: &BackendView) -> String {
     s
 }
 
-/// Probe errors carry the whole reqwest chain; a table cell shows its start (`--json`
-/// has all of it).
-fn clip(s: &str) -> String {
-    const MAX: usize = 60;
-    if s.chars().count() <= MAX {
+/// `s` in at most `max` characters, the cut marked with `…`.
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
         return s.to_string();
     }
-    let mut out: String = s.chars().take(MAX - 1).collect();
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
     out.push('…');
     out
 }
 
-pub fn backends(list: &[BackendView]) -> String {
-    if list.is_empty() {
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_string()
+    } else {
+        items.join(",")
+    }
+}
+
+/// The backends table: at 80 columns name, state, load, models and the error; `wide`
+/// adds the URL and where the backend came from, and cuts nothing.
+pub fn backends(list_of: &[BackendView], wide: bool) -> String {
+    if list_of.is_empty() {
         return "no backends".to_string();
     }
-    let rows: Vec<Vec<String>> = list
+    let rows: Vec<Vec<String>> = list_of
         .iter()
         .map(|b| {
-            vec![
-                b.name.clone(),
-                b.url.clone(),
-                state(b),
-                format!("{}/{}", b.in_flight, b.max_concurrency),
-                b.requests.to_string(),
-                if b.dynamic { "api" } else { "yaml" }.to_string(),
-                if b.models.is_empty() {
-                    "-".to_string()
-                } else {
-                    b.models.join(",")
-                },
-                if b.resident.is_empty() {
-                    "-".to_string()
-                } else {
-                    b.resident.join(",")
-                },
-                b.last_error.as_deref().map(clip).unwrap_or_default(),
-            ]
+            let mut row = vec![b.name.clone()];
+            if wide {
+                row.push(b.url.clone());
+            }
+            row.push(state(b));
+            row.push(format!("{}/{}", b.in_flight, b.max_concurrency));
+            row.push(b.requests.to_string());
+            if wide {
+                row.push(if b.dynamic { "api" } else { "yaml" }.to_string());
+            }
+            row.push(list(&b.models));
+            row.push(list(&b.resident));
+            row.push(b.last_error.clone().unwrap_or_default());
+            row
         })
         .collect();
-    table(
-        &[
+    if wide {
+        let columns = [
             "NAME",
             "URL",
             "STATE",
@@ -143,12 +189,24 @@ pub fn backends(list: &[BackendView]) -> String {
             "MODELS",
             "LOADED",
             "ERROR",
-        ],
-        &rows,
-    )
+        ]
+        .map(fixed);
+        return table(&columns, &rows, None);
+    }
+    // The narrowest each may become adds up to 79 columns with the gaps.
+    let columns = [
+        cut("NAME", 6),
+        cut("STATE", 8),
+        fixed("IN-FLIGHT"),
+        fixed("REQUESTS"),
+        cut("MODELS", 10),
+        cut("LOADED", 10),
+        cut("ERROR", 16),
+    ];
+    table(&columns, &rows, Some(WIDTH))
 }
 
-pub fn metrics(m: &MetricsView) -> String {
+pub fn metrics(m: &MetricsView, wide: bool) -> String {
     let secs = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.0}ms", s * 1000.0));
     let rows: Vec<Vec<String>> = m
         .summary
@@ -170,19 +228,17 @@ pub fn metrics(m: &MetricsView) -> String {
     let mut out = if rows.is_empty() {
         "no requests yet".to_string()
     } else {
-        table(
-            &[
-                "BACKEND",
-                "MODEL",
-                "REQUESTS",
-                "ERRORS",
-                "TTFT-AVG",
-                "PROMPT-TOK",
-                "COMPL-TOK",
-                "TOK/S",
-            ],
-            &rows,
-        )
+        let columns = [
+            cut("BACKEND", 8),
+            cut("MODEL", 14),
+            fixed("REQUESTS"),
+            fixed("ERRORS"),
+            fixed("TTFT-AVG"),
+            fixed("PROMPT-TOK"),
+            fixed("COMPL-TOK"),
+            fixed("TOK/S"),
+        ];
+        table(&columns, &rows, (!wide).then_some(WIDTH))
     };
     out.push_str(&format!(
         "\nqueue {}  serving {}  reloads {} ok / {} failed",
@@ -201,19 +257,37 @@ mod tests {
     #[test]
     fn table_aligns_columns() {
         let t = table(
-            &["A", "LONGER"],
+            &[fixed("A"), fixed("LONGER")],
             &[
                 vec!["xyz".into(), "1".into()],
                 vec!["q".into(), "22".into()],
             ],
+            None,
         );
         assert_eq!(t, "A    LONGER\nxyz  1\nq    22");
     }
 
     #[test]
-    fn long_errors_are_clipped() {
-        assert_eq!(clip("short"), "short");
-        let c = clip(&"x".repeat(100));
+    fn long_cells_are_cut_to_fit_and_kept_whole_when_wide() {
+        let rows = vec![vec!["a".repeat(30), "b".repeat(100), "c".into()]];
+        let columns = [cut("X", 8), cut("Y", 10), fixed("Z")];
+        let t = table(&columns, &rows, Some(40));
+        for line in t.lines() {
+            assert!(line.chars().count() <= 40, "{line:?}");
+        }
+        // The widest column gave up most; each cut is marked.
+        let row = t.lines().nth(1).unwrap();
+        assert!(row.starts_with(&"a".repeat(13)), "{row}");
+        assert_eq!(row.matches('…').count(), 2, "{row}");
+        assert!(row.ends_with("  c"), "{row}");
+        let t = table(&columns, &rows, None);
+        assert!(t.contains(&"b".repeat(100)));
+    }
+
+    #[test]
+    fn clip_marks_the_cut() {
+        assert_eq!(clip("short", 60), "short");
+        let c = clip(&"x".repeat(100), 60);
         assert_eq!(c.chars().count(), 60);
         assert!(c.ends_with('…'));
     }

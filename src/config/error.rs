@@ -4,7 +4,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
+    #[error("cannot read the config file {path}: {source}")]
     Read {
         path: String,
         source: std::io::Error,

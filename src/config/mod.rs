@@ -118,7 +118,7 @@ pub struct RoutingConfig {
     /// Requests that may wait in corral for a free slot (0 = no queue: send anyway).
     #[serde(default = "defaults::queue_size")]
     pub queue_size: usize,
-    /// Longest wait in the queue before a 503.
+    /// Longest wait in the queue before a 503 (clients that hang up leave at once).
     #[serde(default = "defaults::queue_timeout", deserialize_with = "de::duration")]
     pub queue_timeout: Duration,
     /// Load a model ahead of need on an idle box when its demand exceeds the slots of
@@ -324,8 +324,10 @@ mod defaults {
     pub fn queue_size() -> usize {
         1024
     }
+    /// As long as `first_byte`: a request waits in corral as long as plain Ollama
+    /// would have kept it waiting, unless its client gives up first.
     pub fn queue_timeout() -> Duration {
-        Duration::from_secs(30)
+        Duration::from_secs(600)
     }
     pub fn eject_after() -> u32 {
         3

@@ -14,6 +14,46 @@ fn defaults_for_everything_but_backends() {
     assert!(c.backends.is_empty());
 }
 
+/// The shipped example writes every default out: its values are the code's, so the
+/// file cannot document one default while corral uses another.
+#[test]
+fn the_example_file_states_the_real_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/corral.yaml");
+    let example = Config::load(std::path::Path::new(path)).unwrap();
+    let defaults = Config::parse("", "c.yaml").unwrap();
+    assert_eq!(example.listen, defaults.listen);
+    assert_eq!(example.admin.listen, defaults.admin.listen);
+    assert_eq!(example.shutdown_grace, defaults.shutdown_grace);
+    for (section, shown, real) in [
+        (
+            "routing",
+            format!("{:?}", example.routing),
+            format!("{:?}", defaults.routing),
+        ),
+        (
+            "health",
+            format!("{:?}", example.health),
+            format!("{:?}", defaults.health),
+        ),
+        (
+            "timeouts",
+            format!("{:?}", example.timeouts),
+            format!("{:?}", defaults.timeouts),
+        ),
+    ] {
+        assert_eq!(
+            shown, real,
+            "conf/corral.yaml's {section} differs from the defaults"
+        );
+    }
+    assert_eq!(example.backends[0].weight, defaults::weight());
+    assert_eq!(
+        defaults::max_concurrency(),
+        1,
+        "conf/corral.yaml says the default is 1"
+    );
+}
+
 #[test]
 fn full_file_parses() {
     let c = Config::parse(

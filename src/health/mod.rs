@@ -56,7 +56,11 @@ impl HealthChecker {
             Ok(p) => {
                 state.addr.store(Some(Arc::new(p.addr)));
                 state.apply_inventory(p.inventory, sent);
-                state.last_error.store(None);
+                // A box that answers probes but fails requests keeps the cause of its
+                // ejection on show until the ejection ends.
+                if !state.passive.is_ejected() {
+                    state.last_error.store(None);
+                }
                 state.record_probe(true, rise, fall)
             }
             Err(e) => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::bounded_body::{error_chain, read_capped, BodyError, Size};
+use crate::bounded_body::{read_capped, root_cause, BodyError, Size};
 use crate::config::BackendUrl;
 use crate::model::ModelName;
 use crate::pool::Inventory;
@@ -16,7 +16,7 @@ use crate::pool::Inventory;
 pub enum ProbeError {
     #[error("cannot resolve {0}: {1}")]
     Resolve(String, String),
-    #[error("{path}: {}", error_chain(.source))]
+    #[error("{path}: {}", root_cause(.source))]
     Http {
         path: &'static str,
         source: reqwest::Error,

@@ -118,6 +118,10 @@ impl Attempt {
                 });
                 match verdict {
                     FailureVerdict::Ejected(t) => {
+                        state.last_error.store(Some(Arc::new(format!(
+                            "ejected for {}: {why}",
+                            humantime::format_duration(t)
+                        ))));
                         crate::metrics::global().backend_ejected(&state.name);
                         tracing::warn!(
                             backend = %state.name,

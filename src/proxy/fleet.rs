@@ -1,7 +1,10 @@
-//! Operations that apply to several backends at once: deleting or copying a model on
-//! every box that holds it, and pulling onto every box (`X-Corral-Target: all`).
-//! corral sends the same request to each and answers for all of them; pull progress
-//! streams back as it comes, each line tagged with its backend.
+//! Operations that change which models the boxes hold: deleting or copying a model on
+//! every box that holds it, pulling onto every box (`X-Corral-Target: all`), and the
+//! one-box forms (a pull onto the box that lacks the model, a create on the pinned box,
+//! any of them with `X-Corral-Target: NAME`). corral sends the same request to each
+//! box and answers for all of them; progress streams back as it comes, each line
+//! tagged with its backend. Each box is re-probed before its part counts as done (see
+//! `refresh`), so the next request already sees what it now holds.
 //!
 //! Each box gets the configured deadlines and a bounded answer (see `forward`); a box
 //! that fails any of them is reported failed while the others' parts go ahead. The
@@ -10,6 +13,8 @@
 
 mod forward;
 mod lines;
+mod refresh;
+mod targets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,13 +27,12 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::pool::Backend;
-use crate::routing::{Need, NoRoute};
-
 use super::body_deadline::{read_body_chunk, BodyDeadline};
 use super::endpoint::Endpoint;
 use super::{respond, CorralProxy, RequestCtx};
 use forward::{BoxFailure, Event, Limits, Reporter};
+use refresh::Refresh;
+pub(super) use targets::FleetTargets;
 
 /// Fan-out request bodies are small JSON objects; anything bigger is refused.
 const MAX_BODY: usize = 1024 * 1024;
@@ -43,36 +47,6 @@ pub(super) fn client() -> reqwest::Client {
 }
 
 impl CorralProxy {
-    /// The backends a fleet operation goes to, or `None` when the request is proxied
-    /// to one backend as usual.
-    pub(super) fn fan_out_targets(
-        &self,
-        ctx: &RequestCtx,
-    ) -> Option<Result<Vec<Arc<Backend>>, NoRoute>> {
-        let table = self.pool.load();
-        let healthy = || table.backends.iter().filter(|b| b.is_available()).cloned();
-        let targets: Vec<Arc<Backend>> = match (&ctx.endpoint, ctx.target_all, &ctx.route.need) {
-            (Endpoint::Pull | Endpoint::Delete | Endpoint::Copy, true, _) => healthy().collect(),
-            (Endpoint::Delete | Endpoint::Copy, false, Need::Model(m)) => {
-                let holding: Vec<_> = healthy().filter(|b| b.state.has_model(m)).collect();
-                if holding.is_empty() {
-                    let err = if table.backends.iter().any(|b| b.state.has_model(m)) {
-                        NoRoute::NoHealthy
-                    } else {
-                        NoRoute::ModelNotFound(m.clone())
-                    };
-                    return Some(Err(err));
-                }
-                holding
-            }
-            _ => return None,
-        };
-        if targets.is_empty() {
-            return Some(Err(NoRoute::NoHealthy));
-        }
-        Some(Ok(targets))
-    }
-
     /// The whole request body: what sniffing already buffered plus the rest.
     async fn whole_body(
         &self,
@@ -97,8 +71,12 @@ impl CorralProxy {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        targets: Vec<Arc<Backend>>,
+        targets: FleetTargets,
     ) -> Result<()> {
+        let FleetTargets {
+            backends: targets,
+            reason,
+        } = targets;
         let Some(body) = self.whole_body(session, ctx.body_deadline).await? else {
             return respond::write_error(session, false, 413, "request body too large", 0).await;
         };
@@ -107,12 +85,14 @@ impl CorralProxy {
             .unwrap_or(reqwest::Method::POST);
         let path = req.uri.path().to_string();
         let names: Vec<Arc<str>> = targets.iter().map(|b| Arc::from(b.name())).collect();
-        let stream = ctx.endpoint == Endpoint::Pull
+        // Like Ollama: pull and create stream progress unless told not to.
+        let stream = matches!(ctx.endpoint, Endpoint::Pull | Endpoint::Create)
             && serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v.get("stream").and_then(Value::as_bool))
                 != Some(false);
-        let limits = Limits::new(&self.pool.load().config.timeouts, stream);
+        let config = self.pool.load().config.clone();
+        let limits = Limits::new(&config.timeouts, stream);
         let (events, rx) = mpsc::channel(64);
         // Dropping this set (the client left, or a write to it failed) aborts every
         // box's task and closes its connection.
@@ -128,6 +108,11 @@ impl CorralProxy {
                 name: name.clone(),
                 stream,
                 events: events.clone(),
+                refresh: Refresh {
+                    client: self.fleet_client.clone(),
+                    backend: b.clone(),
+                    timeout: config.health.timeout,
+                },
             };
             tasks.spawn(reporter.run(request, limits));
         }
@@ -136,7 +121,7 @@ impl CorralProxy {
         // Pull progress streams; everything else is answered once all have answered.
         let mut resp = ResponseHeader::build(200, Some(3))?;
         resp.insert_header("X-Corral-Backend", names.join(","))?;
-        resp.insert_header("X-Corral-Route", "fleet")?;
+        resp.insert_header("X-Corral-Route", reason)?;
         if stream {
             resp.insert_header("Content-Type", "application/x-ndjson")?;
             session
@@ -144,7 +129,8 @@ impl CorralProxy {
                 .await?;
         }
         let verdicts = relay(session, rx, stream).await?;
-        // Some boxes changed what they hold, whoever is still listening.
+        // Each box was re-probed already; a full round also refreshes the metric
+        // labels, whoever is still listening.
         self.pool.changed.notify_one();
         let Some(verdicts) = verdicts else {
             // The client is gone (as `Refusal::ClientGone`): nobody to answer.
@@ -174,7 +160,8 @@ impl CorralProxy {
             return respond::write_error(session, false, 502, &failures.join("; "), 0).await;
         }
         ctx.status = 200;
-        answer_success(session, resp, ctx.endpoint == Endpoint::Pull).await
+        let with_status = matches!(ctx.endpoint, Endpoint::Pull | Endpoint::Create);
+        answer_success(session, resp, with_status).await
     }
 }
 
@@ -218,10 +205,14 @@ async fn relay(
     }
 }
 
-/// Every box did its part: Ollama's own answer for one box (a pull's final status,
-/// nothing for delete and copy).
-async fn answer_success(session: &mut Session, mut resp: ResponseHeader, pull: bool) -> Result<()> {
-    let body = if pull {
+/// Every box did its part: Ollama's own answer for one box (a pull's or create's
+/// final status, nothing for delete and copy).
+async fn answer_success(
+    session: &mut Session,
+    mut resp: ResponseHeader,
+    with_status: bool,
+) -> Result<()> {
+    let body = if with_status {
         json!({"status": "success"}).to_string()
     } else {
         String::new()

@@ -62,7 +62,9 @@ pub fn access_log(session: &Session, ctx: &RequestCtx, error: Option<&Error>) {
         .response_written()
         .map_or(ctx.status, |r| r.status.as_u16());
     record_metrics(ctx, status);
-    let ms = |t: std::time::Instant| t.duration_since(ctx.started).as_secs_f64() * 1000.0;
+    // Milliseconds to 0.1 ms: `12.3`, not `12.345678900000001`.
+    let tenth = |ms: f64| (ms * 10.0).round() / 10.0;
+    let ms = |t: std::time::Instant| tenth(t.duration_since(ctx.started).as_secs_f64() * 1000.0);
     let stats = ctx.observer.stats.as_ref();
     tracing::info!(
         target: "corral::access",
@@ -78,7 +80,7 @@ pub fn access_log(session: &Session, ctx: &RequestCtx, error: Option<&Error>) {
         ttft_ms = ctx.first_token.map(ms),
         prompt_tokens = stats.map(|s| s.prompt_tokens),
         completion_tokens = stats.map(|s| s.completion_tokens),
-        duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+        duration_ms = tenth(ctx.started.elapsed().as_secs_f64() * 1000.0),
         error = error.map(|e| e.etype().as_str()),
         "request"
     );

@@ -14,8 +14,11 @@ use serde::{Deserialize, Serialize};
 use super::respond::{parse_json, ApiError};
 use super::state::SimState;
 
+/// Named in snake_case on the command line and in the API alike; the kebab-case
+/// spelling is accepted by both.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Fault {
     /// Behave.
     None,
@@ -26,8 +29,12 @@ pub enum Fault {
     /// Accept the request and never answer.
     Hang,
     /// Stream a few tokens, then close the connection without the final chunk.
+    #[serde(alias = "die-mid-stream")]
+    #[value(alias = "die-mid-stream")]
     DieMidStream,
     /// Stream a few tokens, then go silent forever.
+    #[serde(alias = "hang-mid-stream")]
+    #[value(alias = "hang-mid-stream")]
     HangMidStream,
 }
 
@@ -124,5 +131,25 @@ mod tests {
         let parsed: FaultBody =
             serde_json::from_str(r#"{"mode":"die_mid_stream"}"#).expect("valid body");
         assert_eq!(parsed.mode, Fault::DieMidStream);
+    }
+
+    /// The CLI and the API name every mode alike, and both take the other spelling.
+    #[test]
+    fn cli_and_api_share_the_names() {
+        use clap::ValueEnum;
+        for fault in ALL {
+            let cli = fault
+                .to_possible_value()
+                .expect("named")
+                .get_name()
+                .to_string();
+            let api = serde_json::to_value(fault).expect("serializes");
+            assert_eq!(api, serde_json::Value::String(cli.clone()));
+            let kebab = cli.replace('_', "-");
+            assert_eq!(Fault::from_str(&kebab, false), Ok(fault), "{kebab}");
+            let body = format!(r#"{{"mode":"{kebab}"}}"#);
+            let parsed: FaultBody = serde_json::from_str(&body).expect("kebab body");
+            assert_eq!(parsed.mode, fault);
+        }
     }
 }

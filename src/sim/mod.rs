@@ -58,8 +58,9 @@ pub struct SimArgs {
     /// resident models at most (OLLAMA_MAX_LOADED_MODELS); the least recently used idle one is evicted
     #[arg(long, default_value_t = 3)]
     pub max_loaded: usize,
-    /// time to load a model that is not resident
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    /// time to load a model that is not resident: 2s, 500ms, or bare seconds (3) as in
+    /// corral's YAML
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub load_time: Duration,
     /// generation rate
     #[arg(long, default_value_t = 50.0)]
@@ -73,7 +74,8 @@ pub struct SimArgs {
     /// reported by /api/version
     #[arg(long, default_value = "0.12.6")]
     pub version: String,
-    /// initial fault mode (change at runtime with POST /sim/fault {"mode": ...})
+    /// initial fault mode, named as in POST /sim/fault {"mode": ...}, which changes it at
+    /// run time (die-mid-stream is accepted for die_mid_stream, and so on)
     #[arg(long, value_enum, default_value = "none")]
     pub fault: Fault,
     /// label used in logs, default = listen address
@@ -83,6 +85,17 @@ pub struct SimArgs {
     /// json.dumps (and keys reversed), `pretty` bodies over many lines (streams spaced)
     #[arg(long, value_enum, default_value = "compact")]
     pub json_style: JsonStyle,
+}
+
+/// A duration as corral's YAML reads one: `2s`, `500ms`, `1m30s`, or a bare number of
+/// seconds (`3`, `0.5`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("'{s}' is not a duration in seconds (e.g. 3, 2s, 500ms)"));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 3, 2s, 500ms)"))
 }
 
 impl Default for SimArgs {
@@ -142,6 +155,7 @@ impl SimServer {
 /// `corral sim`: bind, announce the address on stdout (tests read this line to learn
 /// an ephemeral port), serve.
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
+    crate::hangup::ignore("corral sim has no config to reload");
     let server = SimServer::bind(args).await?;
     let mut stdout = std::io::stdout().lock();
     writeln!(

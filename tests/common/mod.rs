@@ -248,6 +248,16 @@ pub async fn start_corral_admin(admin: &str, yaml: &str) -> Corral {
         async move { c.await.ok().filter(|r| r.status().is_success()) }
     })
     .await;
+    // The proxy can answer before the reloader watches the file; a test that rewrote
+    // the file in between would wait for a reload that never comes.
+    wait_for("corral to watch its config file", || async {
+        corral
+            .proc
+            .log()
+            .contains("watching the config file")
+            .then_some(())
+    })
+    .await;
     corral
 }
 

@@ -1,6 +1,8 @@
 //! One box's part of a fleet operation: send the request, then read the answer line by
 //! line within the configured deadlines and size limits. Whatever the box does (never
-//! answer, answer forever, answer garbage), this ends with a verdict for that box.
+//! answer, answer forever, answer garbage), this ends with a verdict for that box —
+//! given only after the box was re-probed, and with its last line held back until
+//! then, so that whoever acts on "done" finds the change in corral's view.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::lines::{LineTooLong, Lines};
-use crate::bounded_body::{error_chain, next_chunk, read_capped, BodyError, Size};
+use super::refresh::Refresh;
+use crate::bounded_body::{next_chunk, read_capped, root_cause, BodyError, Size};
 use crate::config::TimeoutConfig;
 
 /// A whole answer (delete, copy, a pull with `"stream": false`) is one small JSON
@@ -87,24 +90,38 @@ pub struct Reporter {
     /// Forward each line as it arrives rather than only the verdict.
     pub stream: bool,
     pub events: Events,
+    /// Re-probes the box once it has answered, before its verdict is reported.
+    pub refresh: Refresh,
 }
 
 impl Reporter {
     /// Runs `request` and reports; a closed channel (the client left) ends it early.
     pub async fn run(self, request: reqwest::RequestBuilder, limits: Limits) {
-        let verdict = self.answer(request, limits).await;
+        let mut last = None;
+        let verdict = self.answer(request, limits, &mut last).await;
+        self.refresh.run().await;
+        if let (true, Some(line)) = (self.stream, &last) {
+            let _ = self
+                .events
+                .send((self.name.clone(), Event::Line(line.clone())))
+                .await;
+        }
+        let verdict = verdict.map(|()| last);
         let _ = self.events.send((self.name, Event::Done(verdict))).await;
     }
 
+    /// Reads the box's answer; `last` ends holding its last line, which is the one
+    /// line not passed on yet.
     async fn answer(
         &self,
         request: reqwest::RequestBuilder,
         limits: Limits,
-    ) -> Result<Option<Value>, BoxFailure> {
+        last: &mut Option<Value>,
+    ) -> Result<(), BoxFailure> {
         let mut resp = tokio::time::timeout(limits.header, request.send())
             .await
             .map_err(|_| BoxFailure::NoAnswer(limits.header))?
-            .map_err(|e| BoxFailure::Request(error_chain(&e)))?;
+            .map_err(|e| BoxFailure::Request(root_cause(&e)))?;
         let status = resp.status();
         if !status.is_success() {
             let body = read_capped(resp, MAX_ERROR_ANSWER, Some(limits.idle)).await;
@@ -117,7 +134,6 @@ impl Reporter {
         }
         let mut lines = Lines::new(limits.max_line);
         let mut total = 0usize;
-        let mut last = None;
         while let Some(chunk) = next_chunk(&mut resp, Some(limits.idle))
             .await
             .map_err(body_failure)?
@@ -128,14 +144,14 @@ impl Reporter {
             }
             lines.push(&chunk);
             while let Some(line) = lines.next_line()? {
-                self.take_line(&line, &mut last).await?;
+                self.take_line(&line, last).await?;
             }
         }
-        self.take_line(&lines.finish(), &mut last).await?;
-        Ok(last)
+        self.take_line(&lines.finish(), last).await
     }
 
-    /// Parses one line (blank lines are skipped) and passes it on when streaming.
+    /// Parses one line (blank lines are skipped) and keeps it as `last`; when
+    /// streaming, the line it replaces is passed on.
     async fn take_line(&self, line: &[u8], last: &mut Option<Value>) -> Result<(), BoxFailure> {
         if line.trim_ascii().is_empty() {
             return Ok(());
@@ -144,13 +160,12 @@ impl Reporter {
             Ok(v @ Value::Object(_)) => v,
             _ => return Err(BoxFailure::NotJson(snippet(line))),
         };
-        if self.stream {
-            let line = (self.name.clone(), Event::Line(value.clone()));
+        if let (true, Some(previous)) = (self.stream, last.replace(value)) {
+            let line = (self.name.clone(), Event::Line(previous));
             if self.events.send(line).await.is_err() {
                 return Err(BoxFailure::Lost("nobody is listening any more".into()));
             }
         }
-        *last = Some(value);
         Ok(())
     }
 }
@@ -159,7 +174,7 @@ fn body_failure(e: BodyError) -> BoxFailure {
     match e {
         BodyError::Stalled(idle) => BoxFailure::Stalled(idle),
         BodyError::TooLarge(size) => BoxFailure::TooLarge(size),
-        BodyError::Http(e) => BoxFailure::Lost(error_chain(&e)),
+        BodyError::Http(e) => BoxFailure::Lost(root_cause(&e)),
     }
 }
 

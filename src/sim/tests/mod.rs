@@ -112,3 +112,22 @@ pub const METRICS: [&str; 6] = [
     "eval_count",
     "eval_duration",
 ];
+
+/// `--load-time` reads durations as corral's YAML does, bare seconds included.
+#[test]
+fn load_time_takes_bare_seconds_like_the_yaml() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+    let load = |v: &str| Cli::try_parse_from(["sim", "--load-time", v]).map(|c| c.sim.load_time);
+    assert_eq!(load("3").unwrap(), Duration::from_secs(3));
+    assert_eq!(load("0.5").unwrap(), Duration::from_millis(500));
+    assert_eq!(load("2s").unwrap(), Duration::from_secs(2));
+    assert_eq!(load("1m30s").unwrap(), Duration::from_secs(90));
+    let err = load("soon").unwrap_err().to_string();
+    assert!(err.contains("e.g. 3, 2s, 500ms"), "{err}");
+    assert!(load("-1").is_err());
+}
