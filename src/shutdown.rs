@@ -59,7 +59,7 @@ impl ShutdownSignalWatch for DrainOnTerm {
             grace = %humantime::format_duration(self.grace),
             "SIGTERM: refusing new requests, finishing those in flight"
         );
-        self.pool.set_serving(false);
+        self.pool.begin_shutdown();
         let deadline = Instant::now() + self.grace;
         // Idle for two polls in a row: the last answer's final bytes have gone out.
         let mut idle_polls = 0;

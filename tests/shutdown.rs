@@ -63,6 +63,8 @@ async fn sigterm_finishes_streams_in_flight_then_exits() {
     })
     .await;
     assert!(refused.headers().contains_key("retry-after"));
+    let why = refused.text().await.expect("refusal body");
+    assert!(why.contains("shutting down"), "{why}");
 
     let mut text = String::from_utf8_lossy(&first).to_string();
     while let Some(chunk) = tokio::time::timeout(DEADLINE, stream.next())

@@ -29,6 +29,8 @@ pub struct Pool {
     desired: Mutex<Desired>,
     /// Maintenance mode off: this replica takes proxied requests.
     serving: AtomicBool,
+    /// SIGTERM came: this replica is draining to exit (not serving, for another reason).
+    stopping: AtomicBool,
     /// Wakes the health checker when the table changes, so new backends are probed
     /// before they are trusted instead of waiting a full interval.
     pub changed: Notify,
@@ -59,6 +61,7 @@ impl Pool {
             states,
             desired: Mutex::new(desired),
             serving: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
             changed: Notify::new(),
         }
     }
@@ -114,6 +117,16 @@ impl Pool {
 
     pub fn set_serving(&self, on: bool) {
         self.serving.store(on, Ordering::Relaxed);
+    }
+
+    /// Stops taking requests because the process is about to exit.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.set_serving(false);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     fn store(&self, desired: &Desired) {

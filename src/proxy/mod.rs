@@ -131,7 +131,11 @@ impl ProxyHttp for CorralProxy {
             session.set_keepalive(None);
             ctx.status = 503;
             let retry_after = self.pool.load().config.routing.retry_after.as_secs();
-            let msg = "corral is in maintenance mode (serving disabled); retry later";
+            let msg = if self.pool.is_stopping() {
+                "corral is shutting down; retry on another replica or after it restarts"
+            } else {
+                "corral is in maintenance mode (serving disabled); retry later"
+            };
             respond::write_error(session, ctx.endpoint.is_openai(), 503, msg, retry_after).await?;
             return Ok(true);
         }
