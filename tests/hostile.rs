@@ -13,6 +13,8 @@ mod clients;
 mod framing;
 #[path = "hostile/listeners.rs"]
 mod listeners;
+#[path = "hostile/malformed.rs"]
+mod malformed;
 
 use common::Corral;
 

@@ -41,6 +41,8 @@ pub struct BackendState {
     pub inventory: ArcSwap<Inventory>,
     /// Which models are loaded, kept true between probes.
     pub residency: Residency,
+    /// When the probe behind `inventory` was sent (`now_ms`).
+    inventory_sent: AtomicU64,
     /// Resolved socket address; probes refresh it so DNS changes are followed.
     pub addr: ArcSwapOption<SocketAddr>,
     pub last_error: ArcSwapOption<String>,
@@ -75,6 +77,7 @@ impl BackendState {
             consecutive_fail: AtomicU32::new(0),
             inventory: ArcSwap::from_pointee(Inventory::default()),
             residency: Residency::default(),
+            inventory_sent: AtomicU64::new(0),
             addr: ArcSwapOption::empty(),
             last_error: ArcSwapOption::empty(),
             passive: PassiveHealth::default(),
@@ -144,8 +147,13 @@ impl BackendState {
         self.residency.contains(model)
     }
 
-    /// Stores what a probe sent at `sent` (on `now_ms`'s clock) found.
+    /// Stores what a probe sent at `sent` (on `now_ms`'s clock) found — unless a probe
+    /// sent later was applied already: a slow periodic probe must not undo the fresher
+    /// re-probe a fleet operation made before answering.
     pub fn apply_inventory(&self, inventory: Inventory, sent: u64) {
+        if self.inventory_sent.fetch_max(sent, Ordering::Relaxed) > sent {
+            return;
+        }
         let resident: Vec<ModelName> = inventory.resident.iter().cloned().collect();
         self.inventory.store(Arc::new(inventory));
         self.residency.apply_probe(&resident, sent);
