@@ -24,10 +24,12 @@ lint: deps
 test: lint
 	$(CARGO) test --all-targets
 
-# Compares corral's routing strategies with nginx in front of a simulated fleet; prints
-# a markdown table, writes target/bench-results/routing_quality.json. QUICK=1 for a
-# one-minute smoke run. nginx is the baseline: installed from Debian if missing
-# (nginx-light where the release still has it, else nginx).
+# Compares corral's routing strategies with nginx on a matrix of simulated fleets and
+# workloads (about 25 minutes on 2 cores); prints markdown tables, writes
+# target/bench-results/routing_quality.json. QUICK=1 for a smoke run under two minutes;
+# ARGS passes flags on, e.g. ARGS="--scenario fast-load,big-box --only corral-affinity".
+# nginx is the baseline: installed from Debian if missing (nginx-light where the
+# release still has it, else nginx).
 bench-routing: deps
 	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
 		$(SUDO) apt-get update -qq; \
@@ -35,4 +37,4 @@ bench-routing: deps
 		apt-cache policy nginx-light 2>/dev/null | grep -q 'Candidate: [0-9]' || pkg=nginx; \
 		echo "installing $$pkg (the benchmark's baseline)"; \
 		$(SUDO) apt-get install -y -qq $$pkg; }
-	$(CARGO) bench --bench routing_quality -- $(if $(QUICK),--quick)
+	$(CARGO) bench --bench routing_quality -- $(if $(QUICK),--quick) $(ARGS)

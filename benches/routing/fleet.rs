@@ -90,14 +90,54 @@ where
 pub struct FleetSpec {
     /// Models on every box's disk, most popular first.
     pub models: Vec<String>,
-    /// For each box, the index in `models` of the model resident at start.
-    pub resident: Vec<usize>,
-    pub parallel: usize,
+    pub boxes: Vec<BoxSpec>,
+    /// Models a box keeps loaded at once (`OLLAMA_MAX_LOADED_MODELS`).
     pub max_loaded: usize,
     pub load_time: String,
     pub tokens_per_sec: u32,
     pub prefill_tokens_per_sec: u32,
     pub num_predict: u32,
+    pub json_style: JsonStyle,
+}
+
+/// One simulated box. Each is its own `corral sim` process, so boxes may differ.
+#[derive(Debug, Clone, Serialize)]
+pub struct BoxSpec {
+    /// Slots per loaded model (`OLLAMA_NUM_PARALLEL`); also corral's `max_concurrency`.
+    pub parallel: usize,
+    /// Indexes in `FleetSpec::models` of the models loaded at start (none: empty box).
+    pub resident: Vec<usize>,
+}
+
+/// How the sims spell their JSON. Real Ollama writes compact JSON; Python-based
+/// Ollama-compatible servers put spaces after `:` and `,`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JsonStyle {
+    Compact,
+    Spaced,
+}
+
+impl JsonStyle {
+    /// The sim's `--json-style` value; `None` for the sim's default (compact), so a
+    /// sim without the flag still runs every compact fleet.
+    fn flag_value(self) -> Option<&'static str> {
+        match self {
+            JsonStyle::Compact => None,
+            JsonStyle::Spaced => Some("spaced"),
+        }
+    }
+}
+
+impl FleetSpec {
+    /// The names of the models box `index` starts with.
+    pub fn resident_names(&self, index: usize) -> Vec<&str> {
+        self.boxes[index]
+            .resident
+            .iter()
+            .filter_map(|&m| self.models.get(m).map(String::as_str))
+            .collect()
+    }
 }
 
 pub struct Sim {
@@ -118,20 +158,27 @@ impl Fleet {
     pub fn start(spec: &FleetSpec, bin: &Path, log_dir: &Path) -> Result<Fleet, String> {
         // Spawn every box first, then collect the addresses: the boxes boot in parallel.
         let mut pending = Vec::new();
-        for (index, &resident) in spec.resident.iter().enumerate() {
+        for (index, spec_box) in spec.boxes.iter().enumerate() {
             let name = format!("box{index}");
-            let resident = spec
-                .models
-                .get(resident)
-                .ok_or_else(|| format!("{name}: resident model index {resident} out of range"))?;
+            if let Some(bad) = spec_box.resident.iter().find(|&&m| m >= spec.models.len()) {
+                return Err(format!("{name}: resident model index {bad} out of range"));
+            }
+            if (1..spec_box.resident.len())
+                .any(|i| spec_box.resident[..i].contains(&spec_box.resident[i]))
+            {
+                return Err(format!(
+                    "{name}: a model is resident twice in {:?}",
+                    spec_box.resident
+                ));
+            }
             let log = log_dir.join(format!("{name}.log"));
             let log_file = std::fs::File::create(&log)
                 .map_err(|e| format!("create {}: {e}", log.display()))?;
-            let mut child = Command::new(bin)
+            let mut command = Command::new(bin);
+            command
                 .args(["sim", "--listen", "127.0.0.1:0", "--name", &name])
                 .args(["--models", &spec.models.join(",")])
-                .args(["--resident", resident])
-                .args(["--parallel", &spec.parallel.to_string()])
+                .args(["--parallel", &spec_box.parallel.to_string()])
                 .args(["--max-loaded", &spec.max_loaded.to_string()])
                 .args(["--load-time", &spec.load_time])
                 .args(["--tokens-per-sec", &spec.tokens_per_sec.to_string()])
@@ -139,7 +186,15 @@ impl Fleet {
                     "--prefill-tokens-per-sec",
                     &spec.prefill_tokens_per_sec.to_string(),
                 ])
-                .args(["--num-predict", &spec.num_predict.to_string()])
+                .args(["--num-predict", &spec.num_predict.to_string()]);
+            let resident = spec.resident_names(index);
+            if !resident.is_empty() {
+                command.args(["--resident", &resident.join(",")]);
+            }
+            if let Some(style) = spec.json_style.flag_value() {
+                command.args(["--json-style", style]);
+            }
+            let mut child = command
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -209,6 +264,20 @@ impl Fleet {
         })
         .await
     }
+}
+
+/// Whether `corral sim` knows `flag` (its `--help` lists it), so a scenario that needs
+/// a newer sim is skipped with a reason instead of failing to start its fleet.
+pub fn sim_accepts(bin: &Path, flag: &str) -> Result<bool, String> {
+    let out = Command::new(bin)
+        .args(["sim", "--help"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{} sim --help: {e}", bin.display()))?;
+    let help = String::from_utf8_lossy(&out.stdout);
+    Ok(help
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
+        .any(|word| word == flag))
 }
 
 /// The `/sim/stats` counters the report uses. Read field by field so that counters the

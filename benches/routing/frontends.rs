@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::fleet::{poll, Fleet, Proc, STARTUP};
+use crate::fleet::{poll, Fleet, FleetSpec, Proc, STARTUP};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -99,13 +99,15 @@ fn free_port() -> Result<u16, String> {
 pub async fn start(
     spec: &FrontEndSpec,
     fleet: &Fleet,
-    models: &[String],
+    fleet_spec: &FleetSpec,
     corral_bin: &Path,
     nginx_bin: Option<&Path>,
     client: &reqwest::Client,
 ) -> Result<FrontEnd, String> {
     match spec.kind {
-        Kind::Corral(strategy) => start_corral(strategy, fleet, models, corral_bin, client).await,
+        Kind::Corral(strategy) => {
+            start_corral(strategy, fleet, fleet_spec, corral_bin, client).await
+        }
         Kind::NginxLeastConn | Kind::NginxHash => {
             let bin = nginx_bin.ok_or("nginx is not installed")?;
             start_nginx(spec.kind, fleet, bin, client).await
@@ -116,7 +118,7 @@ pub async fn start(
 async fn start_corral(
     strategy: &str,
     fleet: &Fleet,
-    models: &[String],
+    fleet_spec: &FleetSpec,
     bin: &Path,
     client: &reqwest::Client,
 ) -> Result<FrontEnd, String> {
@@ -125,7 +127,8 @@ async fn start_corral(
     let admin_port = free_port()?;
     // Only keys the README documents, so a schema change elsewhere in corral cannot
     // silently change what is measured. A short health interval makes the fleet
-    // routable quickly; routing itself does not depend on it.
+    // routable quickly; routing itself does not depend on it. `max_concurrency` is the
+    // box's `OLLAMA_NUM_PARALLEL`, as the README tells operators to set it.
     let mut config = format!(
         "listen: 127.0.0.1:{port}\n\
          admin: {{listen: '127.0.0.1:{admin_port}'}}\n\
@@ -133,10 +136,10 @@ async fn start_corral(
          health: {{interval: 500ms}}\n\
          backends:\n"
     );
-    for sim in &fleet.sims {
+    for (sim, spec_box) in fleet.sims.iter().zip(&fleet_spec.boxes) {
         config.push_str(&format!(
-            "  - {{name: {}, url: 'http://{}', max_concurrency: 2}}\n",
-            sim.name, sim.addr
+            "  - {{name: {}, url: 'http://{}', max_concurrency: {}}}\n",
+            sim.name, sim.addr, spec_box.parallel
         ));
     }
     let path = dir.path().join("corral.yaml");
@@ -159,24 +162,44 @@ async fn start_corral(
         proc: Proc::new(child, format!("corral ({strategy})"), Some(log)),
         _dir: dir,
     };
-    // Routable means: every box passed a probe and corral has seen its resident model
-    // (affinity may prefer resident boxes, so it must not start blind).
+    // Routable means: every box passed a probe (version, tags and ps together) and
+    // corral's view of what is resident matches the box's start — empty included — so
+    // no strategy starts blind or with a stale belief.
     let admin = format!("http://127.0.0.1:{admin_port}/api/v1/backends");
-    let boxes = fleet.sims.len();
+    let expected: Vec<(String, Vec<String>)> = fleet
+        .sims
+        .iter()
+        .enumerate()
+        .map(|(i, sim)| {
+            let mut resident: Vec<String> = fleet_spec
+                .resident_names(i)
+                .into_iter()
+                .map(with_tag)
+                .collect();
+            resident.sort();
+            (sim.name.clone(), resident)
+        })
+        .collect();
     let ready = poll("corral to see every box healthy", STARTUP, || async {
         let body: Value = client.get(&admin).send().await.ok()?.json().await.ok()?;
         let list = body
             .as_array()
             .or_else(|| body.get("backends")?.as_array())?;
-        let ready = list.iter().filter(|b| {
-            let healthy = b.get("healthy").and_then(Value::as_bool).unwrap_or(false);
-            let resident_known = b
-                .get("resident")
-                .and_then(Value::as_array)
-                .is_none_or(|r| !r.is_empty());
-            healthy && resident_known
+        let ready = expected.iter().all(|(name, resident)| {
+            list.iter().any(|b| {
+                let field = |key: &str| b.get(key).cloned().unwrap_or(Value::Null);
+                let mut seen: Vec<String> = field("resident")
+                    .as_array()
+                    .map(|r| r.iter().filter_map(|m| m.as_str().map(with_tag)).collect())
+                    .unwrap_or_default();
+                seen.sort();
+                field("name").as_str() == Some(name.as_str())
+                    && field("healthy").as_bool() == Some(true)
+                    && field("models").as_array().is_some_and(|m| !m.is_empty())
+                    && &seen == resident
+            })
         });
-        (ready.count() == boxes).then_some(())
+        ready.then_some(())
     })
     .await;
     if let Err(e) = ready {
@@ -186,7 +209,7 @@ async fn start_corral(
             .unwrap_or_else(|| front.proc.log_tail());
         return Err(format!("{e}\n{why}"));
     }
-    wait_models_listed(&front.url, models, client).await?;
+    wait_models_listed(&front.url, &fleet_spec.models, client).await?;
     Ok(front)
 }
 

@@ -1,5 +1,5 @@
 //! From raw turn outcomes and fleet counters to the numbers the front-ends are compared
-//! on: one markdown table, the ratios the project's routing goal is judged by, and a
+//! on: one row per front-end and scenario, the markdown tables for the README, and a
 //! JSON file with everything (raw outcomes included) for whoever wants to dig.
 
 use std::collections::BTreeMap;
@@ -7,9 +7,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::fleet::SimStats;
+use crate::fleet::{FleetSpec, SimStats};
 use crate::frontends::FrontEndSpec;
-use crate::workload::{Outcome, RunResult};
+use crate::goals::Goals;
+use crate::player::{Outcome, RunResult};
+use crate::workload::WorkloadSpec;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BoxReport {
@@ -34,9 +36,10 @@ pub struct FrontEndReport {
     pub failed: usize,
     /// Error messages (first 80 characters) and how often each was seen.
     pub errors: BTreeMap<String, usize>,
-    pub ttft_p50_ms: Option<f64>,
-    pub ttft_p99_ms: Option<f64>,
     pub ttft_mean_ms: Option<f64>,
+    pub ttft_p50_ms: Option<f64>,
+    pub ttft_p90_ms: Option<f64>,
+    pub ttft_p99_ms: Option<f64>,
     pub latency_p50_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
     pub tokens_per_sec_mean: Option<f64>,
@@ -75,9 +78,10 @@ impl FrontEndReport {
             ok: 0,
             failed: planned,
             errors: BTreeMap::new(),
-            ttft_p50_ms: None,
-            ttft_p99_ms: None,
             ttft_mean_ms: None,
+            ttft_p50_ms: None,
+            ttft_p90_ms: None,
+            ttft_p99_ms: None,
             latency_p50_ms: None,
             latency_p99_ms: None,
             tokens_per_sec_mean: None,
@@ -140,9 +144,10 @@ impl FrontEndReport {
             ok: ok.len(),
             failed: planned - ok.len(),
             errors,
-            ttft_p50_ms: percentile(&mut ttft, 50.0),
-            ttft_p99_ms: percentile(&mut ttft, 99.0),
             ttft_mean_ms: mean(&ttft),
+            ttft_p50_ms: percentile(&mut ttft, 50.0),
+            ttft_p90_ms: percentile(&mut ttft, 90.0),
+            ttft_p99_ms: percentile(&mut ttft, 99.0),
             latency_p50_ms: percentile(&mut latency, 50.0),
             latency_p99_ms: percentile(&mut latency, 99.0),
             tokens_per_sec_mean: mean(&rates),
@@ -197,103 +202,91 @@ fn sticky(outcomes: &[Outcome]) -> Option<f64> {
     ratio(same as f64, followups as f64)
 }
 
-fn secs(ms: Option<f64>) -> String {
+pub fn secs(ms: Option<f64>) -> String {
     ms.map_or("–".into(), |ms| format!("{:.2} s", ms / 1000.0))
 }
 
-pub fn markdown(reports: &[FrontEndReport]) -> String {
+/// One scenario of the matrix: what it ran and what each front-end did.
+#[derive(Serialize)]
+pub struct ScenarioReport {
+    pub id: &'static str,
+    pub about: &'static str,
+    /// `measured` or `skipped` (the sim lacks a flag the fleet needs).
+    pub status: &'static str,
+    pub note: Option<String>,
+    /// Slots and start residency per box.
+    pub layout: String,
+    pub fleet: FleetSpec,
+    pub workload: WorkloadSpec,
+    pub workload_fingerprint: String,
+    /// Loads no router can avoid: models the workload asks for that no box holds at
+    /// start.
+    pub load_floor: usize,
+    /// `None` for a skipped scenario.
+    pub goals: Option<Goals>,
+    pub results: Vec<FrontEndReport>,
+}
+
+/// What each scenario is, for the reader of the results table.
+pub fn legend_markdown(scenarios: &[ScenarioReport]) -> String {
     let mut out = String::from(
-        "| front-end | TTFT p50 | TTFT p99 | latency p99 | tokens/s | cold loads | cache reuse | failed | wall |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| scenario | what varies | boxes: slots x [resident at start] | sessions x turns |\n\
+         |---|---|---|---:|\n",
     );
-    for r in reports {
-        if r.status != "measured" {
-            let note = r.note.as_deref().unwrap_or_default();
-            let note = note.lines().next().unwrap_or_default();
-            out.push_str(&format!(
-                "| {} | {}: {note} | | | | | | | |\n",
-                r.label, r.status
-            ));
-            continue;
-        }
+    for s in scenarios {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {}/{} | {:.1} s{} |\n",
-            r.label,
-            secs(r.ttft_p50_ms),
-            secs(r.ttft_p99_ms),
-            secs(r.latency_p99_ms),
-            r.tokens_per_sec_mean
-                .map_or("–".into(), |t| format!("{t:.1}")),
-            r.cold_loads,
-            r.cache_reuse
-                .map_or("–".into(), |c| format!("{:.1} %", c * 100.0)),
-            r.failed,
-            r.planned,
-            r.wall_s,
-            if r.deadline_hit { " (deadline)" } else { "" },
+            "| `{}` | {} | {} | {} x {} |\n",
+            s.id, s.about, s.layout, s.workload.sessions, s.workload.turns
         ));
     }
     out
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Ratio {
-    pub name: &'static str,
-    pub value: Option<f64>,
-    /// Why there is no value, when there is none.
-    pub missing: Option<String>,
-}
-
-/// The ratios the routing goal is judged on (lower is better for all three).
-pub fn ratios(reports: &[FrontEndReport]) -> Vec<Ratio> {
-    let find = |id: &str| {
-        reports
-            .iter()
-            .find(|r| r.id == id && r.status == "measured")
-    };
-    let of = |name: &'static str, num: &str, den: &str, f: fn(&FrontEndReport) -> Option<f64>| {
-        let (n, d) = (find(num).and_then(f), find(den).and_then(f));
-        let (value, missing) = match (n, d) {
-            (Some(n), Some(d)) if d > 0.0 => (Some(n / d), None),
-            (Some(_), Some(_)) => (None, Some(format!("{den} is 0"))),
-            _ => (None, Some(format!("{num} or {den} was not measured"))),
-        };
-        Ratio {
-            name,
-            value,
-            missing,
+/// Every front-end of every scenario, in one table.
+pub fn results_markdown(scenarios: &[ScenarioReport]) -> String {
+    let mut out = String::from(
+        "| scenario | front-end | TTFT mean | p50 | p90 | p99 | cold loads | cache reuse | failed | wall |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for s in scenarios {
+        if s.status != "measured" {
+            let note = s.note.as_deref().unwrap_or_default();
+            out.push_str(&format!(
+                "| `{}` | {}: {note} | | | | | | | | |\n",
+                s.id, s.status
+            ));
+            continue;
         }
-    };
-    vec![
-        of(
-            "p99 TTFT: corral affinity / nginx least_conn",
-            "corral-affinity",
-            "nginx-least-conn",
-            |r| r.ttft_p99_ms,
-        ),
-        of(
-            "p99 TTFT: corral affinity / corral round_robin",
-            "corral-affinity",
-            "corral-round-robin",
-            |r| r.ttft_p99_ms,
-        ),
-        of(
-            "cold loads: corral affinity / corral round_robin",
-            "corral-affinity",
-            "corral-round-robin",
-            |r| Some(r.cold_loads as f64),
-        ),
-    ]
-}
-
-pub fn ratios_markdown(ratios: &[Ratio]) -> String {
-    ratios
-        .iter()
-        .map(|r| match (r.value, &r.missing) {
-            (Some(v), _) => format!("- {}: **{v:.2}**\n", r.name),
-            (None, why) => format!("- {}: n/a ({})\n", r.name, why.as_deref().unwrap_or("?")),
-        })
-        .collect()
+        for (index, r) in s.results.iter().enumerate() {
+            let scenario = if index == 0 {
+                format!("`{}`", s.id)
+            } else {
+                String::new()
+            };
+            out.push_str(&format!("| {scenario} | {} | ", r.label));
+            if r.status != "measured" {
+                let note = r.note.as_deref().unwrap_or_default();
+                let note = note.lines().next().unwrap_or_default();
+                out.push_str(&format!("{}: {note} | | | | | | | |\n", r.status));
+                continue;
+            }
+            out.push_str(&format!(
+                "{} | {} | {} | {} | {} | {} | {}/{} | {:.0} s{} |\n",
+                secs(r.ttft_mean_ms),
+                secs(r.ttft_p50_ms),
+                secs(r.ttft_p90_ms),
+                secs(r.ttft_p99_ms),
+                r.cold_loads,
+                r.cache_reuse
+                    .map_or("–".into(), |c| format!("{:.0} %", c * 100.0)),
+                r.failed,
+                r.planned,
+                r.wall_s,
+                if r.deadline_hit { " (deadline)" } else { "" },
+            ));
+        }
+    }
+    out
 }
 
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), String> {
