@@ -16,28 +16,49 @@ use super::BackendConfig;
 
 /// `500ms`, `2s`, `5m`, or a bare number of seconds.
 pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    struct DurationVisitor;
-    impl Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a duration such as 500ms, 2s or 5m")
+    d.deserialize_any(DurationVisitor { positive: false })
+}
+
+/// A duration that must be more than zero: a zero deadline would cut every
+/// connection, a zero probe interval would spin.
+pub fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    d.deserialize_any(DurationVisitor { positive: true })
+}
+
+struct DurationVisitor {
+    positive: bool,
+}
+
+impl DurationVisitor {
+    fn check<E: de::Error>(&self, d: Duration) -> Result<Duration, E> {
+        if self.positive && d.is_zero() {
+            return Err(E::custom("must be more than 0"));
         }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_secs(v))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-            Duration::try_from_secs_f64(v)
-                .map_err(|e| E::custom(format!("invalid duration {v}: {e}")))
-        }
-        fn visit_str<E: de::Error>(self, t: &str) -> Result<Duration, E> {
-            humantime::parse_duration(t.trim()).map_err(|e| {
-                E::custom(format!(
-                    "invalid duration '{t}': {e} (expected e.g. 500ms, 2s, 5m)"
-                ))
-            })
-        }
+        Ok(d)
     }
-    d.deserialize_any(DurationVisitor)
+}
+
+impl Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a duration such as 500ms, 2s or 5m")
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+        self.check(Duration::from_secs(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+        let d = Duration::try_from_secs_f64(v)
+            .map_err(|e| E::custom(format!("invalid duration {v}: {e}")))?;
+        self.check(d)
+    }
+    fn visit_str<E: de::Error>(self, t: &str) -> Result<Duration, E> {
+        let d = humantime::parse_duration(t.trim()).map_err(|e| {
+            E::custom(format!(
+                "invalid duration '{t}': {e} (expected e.g. 500ms, 2s, 5m)"
+            ))
+        })?;
+        self.check(d)
+    }
 }
 
 /// A whole number ≥ 1 that fits in `T`.

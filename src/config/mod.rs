@@ -148,13 +148,13 @@ impl Default for RoutingConfig {
 pub struct HealthConfig {
     #[serde(
         default = "defaults::health_interval",
-        deserialize_with = "de::duration"
+        deserialize_with = "de::positive_duration"
     )]
     pub interval: Duration,
     /// Deadline of one probe request.
     #[serde(
         default = "defaults::health_timeout",
-        deserialize_with = "de::duration"
+        deserialize_with = "de::positive_duration"
     )]
     pub timeout: Duration,
     /// Consecutive successes that bring an unhealthy backend back.
@@ -218,26 +218,41 @@ impl Default for HealthConfig {
 #[serde(deny_unknown_fields)]
 pub struct TimeoutConfig {
     /// TCP connect to a backend.
-    #[serde(default = "defaults::connect", deserialize_with = "de::duration")]
+    #[serde(
+        default = "defaults::connect",
+        deserialize_with = "de::positive_duration"
+    )]
     pub connect: Duration,
     /// From sending the request to the first response byte: covers model load, queueing
     /// inside Ollama and prompt evaluation, so it is long.
-    #[serde(default = "defaults::first_byte", deserialize_with = "de::duration")]
+    #[serde(
+        default = "defaults::first_byte",
+        deserialize_with = "de::positive_duration"
+    )]
     pub first_byte: Duration,
     /// Longest silence between two chunks of a streaming response.
-    #[serde(default = "defaults::idle", deserialize_with = "de::duration")]
+    #[serde(default = "defaults::idle", deserialize_with = "de::positive_duration")]
     pub idle: Duration,
     /// Longest wait for a client's next request header on a kept-alive connection and
     /// between two chunks of a request body.
-    #[serde(default = "defaults::client", deserialize_with = "de::duration")]
+    #[serde(
+        default = "defaults::client",
+        deserialize_with = "de::positive_duration"
+    )]
     pub client: Duration,
     /// The whole request header, from accept (or, on a kept-alive connection, from its
     /// first byte) to its end — not per read, so a byte a second does not keep it open.
-    #[serde(default = "defaults::header", deserialize_with = "de::duration")]
+    #[serde(
+        default = "defaults::header",
+        deserialize_with = "de::positive_duration"
+    )]
     pub header: Duration,
     /// The whole request body, from the end of its header. Blob uploads
     /// (`/api/blobs/*`, GB-size) are exempt and bounded per read by `client` only.
-    #[serde(default = "defaults::client_body", deserialize_with = "de::duration")]
+    #[serde(
+        default = "defaults::client_body",
+        deserialize_with = "de::positive_duration"
+    )]
     pub client_body: Duration,
 }
 

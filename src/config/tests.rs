@@ -195,3 +195,18 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn zero_deadlines_and_a_zero_probe_interval_are_refused() {
+    for (key, line) in [
+        ("timeouts: {header: 0s}", "timeouts"),
+        ("timeouts: {client_body: 0}", "timeouts"),
+        ("timeouts: {idle: 0ms}", "timeouts"),
+        ("health: {interval: 0s}", "health"),
+    ] {
+        let e = Config::parse(key, "c.yaml").unwrap_err().to_string();
+        assert!(e.starts_with("c.yaml:1:"), "{line}: {e}");
+        assert!(e.contains("must be more than 0"), "{e}");
+    }
+    assert!(Config::parse("shutdown_grace: 0s", "c.yaml").is_ok());
+}
