@@ -126,6 +126,7 @@ async fn a_thousand_malformed_requests_get_clear_answers_and_leave_nothing_behin
         .build()
         .expect("client");
     let rss_before = rss_kb(&c);
+    let started = std::time::Instant::now();
     let answers: Vec<(&str, u16)> = futures::stream::iter(0..REQUESTS)
         .map(|i| {
             let (c, http) = (&c, &http);
@@ -148,6 +149,10 @@ async fn a_thousand_malformed_requests_get_clear_answers_and_leave_nothing_behin
     let status = c.admin("/api/v1/status").await.expect("status");
     assert_eq!(status["queue_depth"], 0);
     let rss_after = rss_kb(&c);
+    eprintln!(
+        "{REQUESTS} malformed requests in {:.1?}; RSS {rss_before} kB -> {rss_after} kB",
+        started.elapsed()
+    );
     assert!(
         rss_after < rss_before + 50_000,
         "RSS grew from {rss_before} kB to {rss_after} kB"
