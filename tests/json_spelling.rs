@@ -14,15 +14,6 @@ use serde_json::{json, Value};
 const STYLES: [&str; 3] = ["compact", "spaced", "pretty"];
 const ROUNDS: usize = 10;
 
-async fn scrape(c: &Corral) -> String {
-    reqwest::get(format!("{}/metrics", admin_url(c)))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
-
 /// Sum of the samples whose line starts with `prefix`.
 fn total(text: &str, prefix: &str) -> f64 {
     text.lines()

@@ -6,15 +6,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-async fn scrape(c: &Corral) -> String {
-    reqwest::get(format!("{}/metrics", admin_url(c)))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
-
 /// The value of the sample whose line starts with `prefix` (name and labels).
 fn sample(text: &str, prefix: &str) -> Option<f64> {
     text.lines()

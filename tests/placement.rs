@@ -9,15 +9,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-async fn scrape(c: &Corral) -> String {
-    reqwest::get(format!("{}/metrics", admin_url(c)))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
-
 /// The sum of a counter's samples whose line contains every one of `parts`.
 fn counter(text: &str, name: &str, parts: &[&str]) -> f64 {
     text.lines()

@@ -317,6 +317,16 @@ pub async fn read_lines(resp: reqwest::Response) -> Result<Vec<String>, String> 
         .collect())
 }
 
+/// corral's Prometheus text, from its admin API.
+pub async fn scrape(c: &Corral) -> String {
+    reqwest::get(format!("{}/metrics", admin_url(c)))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// The admin API base URL of a corral started by `start_corral`.
 pub fn admin_url(c: &Corral) -> String {
     let text = std::fs::read_to_string(c.config_path()).expect("config");
