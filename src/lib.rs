@@ -19,6 +19,7 @@ pub mod pool;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
+pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod sim;

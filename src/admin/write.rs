@@ -29,7 +29,7 @@ pub fn check_token(pool: &Pool, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if auth::bearer_matches(&expected, given) {
+    if expected.matches_bearer(given) {
         return Ok(());
     }
     Err(ApiError::new(

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::metrics;
 use super::types::{Node, NodeId, TypeConfig};
+use crate::secret::Secret;
 
 /// Paths of the peer RPC endpoints.
 pub const APPEND: &str = "/raft/append";
@@ -29,7 +30,7 @@ pub const STATUS: &str = "/cluster/status";
 #[derive(Clone)]
 pub struct PeerHttp {
     client: reqwest::Client,
-    secret: String,
+    secret: Secret,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +43,7 @@ pub enum CallError {
 }
 
 impl PeerHttp {
-    pub fn new(secret: String) -> PeerHttp {
+    pub fn new(secret: Secret) -> PeerHttp {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(30))
@@ -66,7 +67,7 @@ impl PeerHttp {
         let resp = self
             .client
             .post(format!("http://{addr}{path}"))
-            .bearer_auth(&self.secret)
+            .bearer_auth(self.secret.expose())
             .timeout(timeout)
             .json(body)
             .send()

@@ -6,6 +6,8 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+use super::pool_state::DynamicBackend;
+
 /// A replica's Raft id (`cluster.node_id`).
 pub type NodeId = u64;
 
@@ -32,17 +34,9 @@ impl fmt::Display for Node {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
-    UpsertBackend {
-        name: String,
-        url: String,
-        weight: u32,
-        max_concurrency: usize,
-        /// Registration lease: the backend leaves the pool after this instant (Unix ms).
-        expires_at_ms: Option<u64>,
-        /// The lease length a heartbeat without its own `ttl` renews by.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ttl_ms: Option<u64>,
-    },
+    /// Adds or replaces a backend (with its lease, if any); its fields sit at the top
+    /// level of the entry.
+    UpsertBackend(DynamicBackend),
     RemoveBackend {
         name: String,
     },

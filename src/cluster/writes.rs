@@ -14,6 +14,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::admin::{cluster_error, error, ClusterAdmin};
+use super::pool_state::DynamicBackend;
 use super::types::Command;
 use crate::config::BackendConfig;
 
@@ -104,14 +105,11 @@ pub async fn backend_write(
             let ttl_ms = ttl.map(|t| t.as_millis() as u64);
             let name = b.name.clone();
             (
-                Command::UpsertBackend {
-                    name: b.name,
-                    url: b.url.base(),
-                    weight: b.weight,
-                    max_concurrency: b.max_concurrency,
+                Command::UpsertBackend(DynamicBackend {
+                    backend: b,
                     expires_at_ms: ttl_ms.map(|t| now + t),
                     ttl_ms,
-                },
+                }),
                 name,
             )
         }
@@ -166,10 +164,7 @@ pub async fn backend_write(
     let kind = Kind::of(&command);
     let in_flight = a.pool.load().get(&name).map_or(0, |b| b.state.in_flight());
     let applied = c.write(command).await.map_err(cluster_error)?;
-    let existed = applied
-        .get("existed")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let existed = applied.existed;
     // The answer mirrors the single-replica API's, plus what the cluster applied.
     let view = || {
         a.pool
@@ -214,7 +209,7 @@ enum Kind {
 impl Kind {
     fn of(c: &Command) -> Kind {
         match c {
-            Command::UpsertBackend { .. } => Kind::Upsert,
+            Command::UpsertBackend(_) => Kind::Upsert,
             Command::RemoveBackend { .. } | Command::ExpireLeases { .. } => Kind::Remove,
             Command::Drain { .. } => Kind::Drain(true),
             Command::Undrain { .. } => Kind::Drain(false),

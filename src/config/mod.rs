@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// A parsed, validated configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Addresses of the drop-in Ollama endpoint (one address or a list).
@@ -53,13 +53,14 @@ pub struct Config {
     pub state_dir: Option<std::path::PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     #[serde(default = "defaults::admin_listen")]
     pub listen: SocketAddr,
+    /// Resolved when the file is read (`${VAR}` included).
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<crate::secret::Secret>,
     #[serde(default)]
     pub token_file: Option<std::path::PathBuf>,
 }
@@ -94,7 +95,7 @@ impl Strategy {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     #[serde(default)]
@@ -143,7 +144,7 @@ impl Default for RoutingConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     #[serde(
@@ -214,7 +215,7 @@ impl Default for HealthConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutConfig {
     /// TCP connect to a backend.
@@ -254,7 +255,10 @@ impl Default for TimeoutConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A backend: a YAML entry, a run-time backend from the admin API, an entry of the
+/// state file and of the replicated pool. Every one is made by deserializing, so every
+/// one passed the same checks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     #[serde(deserialize_with = "de::backend_name")]
