@@ -4,6 +4,7 @@
 //! the `pool` snapshot, `health` keeps that snapshot's live state true.
 
 pub mod admin;
+pub mod api_error;
 pub mod bounded_body;
 pub mod bounded_server;
 pub mod cli;

@@ -88,7 +88,7 @@ pub struct MemberView {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatusView {
+pub struct ClusterStatus {
     pub node_id: NodeId,
     pub state: String,
     pub leader: Option<NodeId>,
@@ -299,7 +299,7 @@ impl Cluster {
     }
 
     /// Leader, term, members and (on the leader) each member's replication progress.
-    pub fn status(&self) -> StatusView {
+    pub fn status(&self) -> ClusterStatus {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -340,7 +340,7 @@ impl Cluster {
             .current_leader
             .and_then(|l| membership.get_node(&l))
             .and_then(|n| n.admin_addr.clone());
-        StatusView {
+        ClusterStatus {
             node_id: m.id,
             state: format!("{:?}", m.state).to_lowercase(),
             leader: m.current_leader,
@@ -359,7 +359,7 @@ impl Cluster {
     }
 
     /// `status`, and on a follower each member's progress as the leader sees it.
-    pub async fn status_with_progress(&self) -> StatusView {
+    pub async fn status_with_progress(&self) -> ClusterStatus {
         let mut view = self.status();
         let Some(leader) = view.leader.filter(|l| *l != view.node_id) else {
             return view;
@@ -372,7 +372,7 @@ impl Cluster {
         else {
             return view;
         };
-        let answer: Result<StatusView, CallError> = self
+        let answer: Result<ClusterStatus, CallError> = self
             .http
             .call(&addr, STATUS, &(), Duration::from_secs(1))
             .await;

@@ -14,7 +14,20 @@ use super::BackendConfig;
 // error with the scalar's position only while the scalar is being visited; later it
 // points at the enclosing mapping.
 
-/// `500ms`, `2s`, `5m`, or a bare number of seconds.
+/// `500ms`, `2s`, `5m`, or a bare number of seconds: the one reading of a duration,
+/// in the config file and in admin API bodies (a lease's `ttl`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    match t.parse::<f64>() {
+        Ok(secs) => {
+            Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration '{text}': {e}"))
+        }
+        Err(_) => humantime::parse_duration(t)
+            .map_err(|e| format!("invalid duration '{text}': {e} (expected e.g. 500ms, 2s, 5m)")),
+    }
+}
+
+/// A duration in YAML: a number of seconds or a string [`parse_duration`] reads.
 pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     struct DurationVisitor;
     impl Visitor<'_> for DurationVisitor {
@@ -30,11 +43,7 @@ pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
                 .map_err(|e| E::custom(format!("invalid duration {v}: {e}")))
         }
         fn visit_str<E: de::Error>(self, t: &str) -> Result<Duration, E> {
-            humantime::parse_duration(t.trim()).map_err(|e| {
-                E::custom(format!(
-                    "invalid duration '{t}': {e} (expected e.g. 500ms, 2s, 5m)"
-                ))
-            })
+            parse_duration(t).map_err(E::custom)
         }
     }
     d.deserialize_any(DurationVisitor)

@@ -274,7 +274,7 @@ pub struct BackendConfig {
     pub weight: u32,
 }
 
-pub use de::BackendUrl;
+pub use de::{parse_duration, BackendUrl};
 
 impl Config {
     /// Reads and validates a configuration file.

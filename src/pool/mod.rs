@@ -5,11 +5,13 @@ mod passive;
 mod residency;
 mod state;
 mod table;
+pub mod writer;
 
 pub use passive::{now_ms, EjectPolicy, FailureVerdict, PassiveHealth};
 pub use residency::{ModelInFlight, ModelUse, Residency, ResidentModel};
 pub use state::{BackendState, HealthChange, InFlight, Inventory, SlotWatcher};
 pub use table::{Backend, RoutingTable};
+pub use writer::{Durability, PoolWriter, Upserted};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
