@@ -13,14 +13,14 @@ use crate::pool::{Durability, Pool, PoolWriter, Upserted};
 
 use super::persist;
 
-pub struct LocalWriter {
+pub(crate) struct LocalWriter {
     pool: Arc<Pool>,
     /// Serializes a change with its write to disk.
     lock: tokio::sync::Mutex<()>,
 }
 
 impl LocalWriter {
-    pub fn new(pool: Arc<Pool>) -> LocalWriter {
+    pub(crate) fn new(pool: Arc<Pool>) -> LocalWriter {
         LocalWriter {
             pool,
             lock: tokio::sync::Mutex::new(()),

@@ -2,14 +2,14 @@
 //! metrics, and the operator's actions (add/remove/drain backends, maintenance mode).
 //! Runs as a Pingora background service next to the proxy.
 
+#![warn(unreachable_pub)]
+
 pub mod auth;
 mod local;
 pub mod persist;
 mod read;
 mod views;
 mod write;
-
-pub use write::check_token;
 
 use std::sync::Arc;
 
@@ -24,8 +24,8 @@ use crate::pool::{Pool, PoolWriter};
 use crate::reload::ReloadStatus;
 use crate::routing::{AdmissionQueue, DemandTable};
 
-pub use local::LocalWriter;
-pub use views::{BackendView, ModelPlacement, ReloadView, StatusView};
+use local::LocalWriter;
+pub use views::{BackendView, StatusView};
 
 /// Admin request bodies are a backend's name and URL: small.
 const MAX_BODY: usize = 1024 * 1024;

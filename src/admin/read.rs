@@ -14,7 +14,7 @@ use crate::metrics::MetricsView;
 use super::views::{BackendView, ModelPlacement, ReloadView, StatusView};
 use super::AdminState;
 
-pub async fn readyz(State(s): State<AdminState>) -> (StatusCode, Cow<'static, str>) {
+pub(super) async fn readyz(State(s): State<AdminState>) -> (StatusCode, Cow<'static, str>) {
     if let Some(why) = s.writer.unready() {
         return (StatusCode::SERVICE_UNAVAILABLE, why.into());
     }
@@ -29,7 +29,7 @@ pub async fn readyz(State(s): State<AdminState>) -> (StatusCode, Cow<'static, st
     }
 }
 
-pub async fn status(State(s): State<AdminState>) -> Json<StatusView> {
+pub(super) async fn status(State(s): State<AdminState>) -> Json<StatusView> {
     let mut view = StatusView::of(&s.pool.load(), s.queue.depth());
     view.serving = s.pool.is_serving();
     view.reloads = ReloadView::of(&s.reloads);
@@ -37,7 +37,7 @@ pub async fn status(State(s): State<AdminState>) -> Json<StatusView> {
     Json(view)
 }
 
-pub async fn backends(State(s): State<AdminState>) -> Json<Vec<BackendView>> {
+pub(super) async fn backends(State(s): State<AdminState>) -> Json<Vec<BackendView>> {
     Json(
         s.pool
             .load()
@@ -48,7 +48,7 @@ pub async fn backends(State(s): State<AdminState>) -> Json<Vec<BackendView>> {
     )
 }
 
-pub async fn prometheus() -> impl IntoResponse {
+pub(super) async fn prometheus() -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
@@ -58,13 +58,13 @@ pub async fn prometheus() -> impl IntoResponse {
     )
 }
 
-pub async fn metrics_json() -> Json<MetricsView> {
+pub(super) async fn metrics_json() -> Json<MetricsView> {
     Json(crate::metrics::global().render_json())
 }
 
 /// Any path the admin API does not serve. The cluster endpoints exist only with a
 /// `cluster:` section, so on a single replica they say that rather than "not found".
-pub async fn no_such_endpoint(uri: axum::http::Uri) -> ApiError {
+pub(super) async fn no_such_endpoint(uri: axum::http::Uri) -> ApiError {
     let path = uri.path();
     if path.starts_with("/api/v1/cluster") {
         return ApiError::new(

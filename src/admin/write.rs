@@ -23,7 +23,7 @@ use super::{auth, AdminState};
 /// Passes when no admin token is configured or `headers` carry the right one;
 /// otherwise a 401 (or a 500 when the configured token cannot be read — refusing
 /// rather than opening up). The admin API and the cluster endpoints share it.
-pub fn check_token(pool: &Pool, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check_token(pool: &Pool, headers: &HeaderMap) -> Result<(), ApiError> {
     let expected = match auth::resolve(&pool.yaml_config().admin) {
         Ok(Some(t)) => t,
         Ok(None) => return Ok(()),
@@ -43,7 +43,11 @@ pub fn check_token(pool: &Pool, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Middleware form of [`check_token`] for the mutating routes.
-pub async fn require_token(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+pub(super) async fn require_token(
+    State(s): State<AdminState>,
+    req: Request,
+    next: Next,
+) -> Response {
     match check_token(&s.pool, req.headers()) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
@@ -96,7 +100,7 @@ fn json_body(body: &[u8]) -> Result<Value, ApiError> {
 /// `POST /api/v1/backends {"name","url","weight"?,"max_concurrency"?,"ttl"?}`: adds a
 /// run-time backend, or updates one added earlier (idempotent: a retried call is
 /// harmless).
-pub async fn add_backend(
+pub(super) async fn add_backend(
     State(s): State<AdminState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -125,7 +129,7 @@ pub async fn add_backend(
 
 /// `DELETE /api/v1/backends/{name}`: removes a run-time backend. Its in-flight requests
 /// finish (they hold its state); new ones go elsewhere at once.
-pub async fn remove_backend(
+pub(super) async fn remove_backend(
     State(s): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -146,14 +150,14 @@ async fn set_draining(s: AdminState, name: String, on: bool) -> Result<Json<Valu
 }
 
 /// `POST /api/v1/backends/{name}/drain`: no new requests; in-flight ones finish.
-pub async fn drain(
+pub(super) async fn drain(
     State(s): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     set_draining(s, name, true).await
 }
 
-pub async fn undrain(
+pub(super) async fn undrain(
     State(s): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -161,7 +165,7 @@ pub async fn undrain(
 }
 
 /// `POST /api/v1/backends/{name}/heartbeat {"ttl"?}`: renews a registration lease.
-pub async fn heartbeat(
+pub(super) async fn heartbeat(
     State(s): State<AdminState>,
     Path(name): Path<String>,
     body: Bytes,
@@ -188,19 +192,19 @@ fn set_serving(s: &AdminState, on: bool) -> Json<Value> {
 }
 
 /// `POST /api/v1/serving/enable`.
-pub async fn serving_enable(State(s): State<AdminState>) -> Json<Value> {
+pub(super) async fn serving_enable(State(s): State<AdminState>) -> Json<Value> {
     set_serving(&s, true)
 }
 
 /// `POST /api/v1/serving/disable`: maintenance mode for this replica.
-pub async fn serving_disable(State(s): State<AdminState>) -> Json<Value> {
+pub(super) async fn serving_disable(State(s): State<AdminState>) -> Json<Value> {
     set_serving(&s, false)
 }
 
 /// `POST /api/v1/reload`: re-reads the config file now through the reloader (the same
 /// path as SIGHUP and file changes) and answers how it went: 200 when applied, 422 with
 /// the `FILE:line:col: message` when the file is refused and the running config stays.
-pub async fn reload(State(s): State<AdminState>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn reload(State(s): State<AdminState>) -> Result<Json<Value>, ApiError> {
     let Some(result) = s.reloads.reload_now().await else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

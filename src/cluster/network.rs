@@ -20,11 +20,11 @@ use super::types::{Node, NodeId, TypeConfig};
 use crate::secret::Secret;
 
 /// Paths of the peer RPC endpoints.
-pub const APPEND: &str = "/raft/append";
-pub const VOTE: &str = "/raft/vote";
-pub const SNAPSHOT: &str = "/raft/snapshot";
-pub const FORWARD: &str = "/cluster/forward";
-pub const STATUS: &str = "/cluster/status";
+pub(crate) const APPEND: &str = "/raft/append";
+pub(crate) const VOTE: &str = "/raft/vote";
+pub(crate) const SNAPSHOT: &str = "/raft/snapshot";
+pub(crate) const FORWARD: &str = "/cluster/forward";
+pub(crate) const STATUS: &str = "/cluster/status";
 
 /// An HTTP client for peer calls, holding the shared secret.
 #[derive(Clone)]
@@ -94,7 +94,7 @@ impl PeerHttp {
 }
 
 /// Creates one client per peer.
-pub struct Network {
+pub(crate) struct Network {
     pub http: PeerHttp,
 }
 
@@ -110,7 +110,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
-pub struct PeerClient {
+pub(crate) struct PeerClient {
     http: PeerHttp,
     target: NodeId,
     node: Node,

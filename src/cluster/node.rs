@@ -60,7 +60,7 @@ impl ClusterSlot {
 }
 
 /// The Pingora background service that owns the Raft thread.
-pub struct ClusterService {
+pub(crate) struct ClusterService {
     pub config: ClusterConfig,
     /// This replica's admin address, announced to peers.
     pub admin_addr: String,

@@ -19,9 +19,9 @@ use super::pool_state::PoolState;
 use super::types::{Applied, Command, Node, NodeId, Raft, TypeConfig};
 
 /// How long a write may wait for a quorum before it fails with `no quorum`.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A new member must catch up within this time to be promoted to voter.
-pub const JOIN_TIMEOUT: Duration = Duration::from_secs(6);
+pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// A call that only the leader can carry out.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use crate::pool::Pool;
 /// Publishes `state` into `pool`: the replicated backends replace the run-time ones,
 /// and drain flags follow the replicated set. `previously_drained` is what the last
 /// call drained, so an undrain reaches backends that are still there.
-pub fn apply(pool: &Pool, state: &PoolState, previously_drained: &BTreeSet<String>) {
+pub(crate) fn apply(pool: &Pool, state: &PoolState, previously_drained: &BTreeSet<String>) {
     let backends: Vec<BackendConfig> = state.backends.values().map(|b| b.backend.clone()).collect();
     let _ = pool.update_dynamic(|_, dynamic| {
         *dynamic = backends;
@@ -31,7 +31,7 @@ pub fn apply(pool: &Pool, state: &PoolState, previously_drained: &BTreeSet<Strin
 }
 
 /// Follows the state machine until it is dropped.
-pub async fn run(pool: Arc<Pool>, mut changes: watch::Receiver<Arc<PoolState>>) {
+pub(crate) async fn run(pool: Arc<Pool>, mut changes: watch::Receiver<Arc<PoolState>>) {
     let mut drained = BTreeSet::new();
     loop {
         let state = changes.borrow_and_update().clone();

@@ -32,7 +32,7 @@ async fn authenticate(State(c): State<Arc<Cluster>>, req: Request, next: Next) -
 }
 
 /// The peer routes; bodies are read (within `limits`) only once the secret matched.
-pub fn router(cluster: Arc<Cluster>, limits: Limits) -> Router {
+pub(crate) fn router(cluster: Arc<Cluster>, limits: Limits) -> Router {
     let routes = Router::new()
         .route(APPEND, post(append))
         .route(VOTE, post(vote))
@@ -86,7 +86,7 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// Serves the peer RPC router on `listener` until `stop` resolves, with the proxy
 /// port's header and body deadlines.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     cluster: Arc<Cluster>,
     timeouts: crate::config::TimeoutConfig,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::pool_state::DynamicBackend;
 
 /// A replica's Raft id (`cluster.node_id`).
-pub type NodeId = u64;
+pub(crate) type NodeId = u64;
 
 /// How to reach a replica: its Raft RPC address and, when known, its admin API.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,10 +80,10 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
-pub type Vote = openraft::Vote<NodeId>;
+pub(crate) type Raft = openraft::Raft<TypeConfig>;
+pub(crate) type StorageError = openraft::StorageError<NodeId>;
+pub(crate) type LogId = openraft::LogId<NodeId>;
+pub(crate) type Entry = openraft::Entry<TypeConfig>;
+pub(crate) type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+pub(crate) type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
+pub(crate) type Vote = openraft::Vote<NodeId>;

@@ -20,7 +20,7 @@ use crate::pool::{Durability, Pool, PoolWriter, Upserted};
 /// Heartbeats of a lease registered without a `ttl` renew by this much.
 const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
-pub struct RaftWriter {
+pub(crate) struct RaftWriter {
     pub slot: Arc<ClusterSlot>,
     pub pool: Arc<Pool>,
 }

@@ -28,7 +28,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// A duration in YAML: a number of seconds or a string [`parse_duration`] reads.
-pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     struct DurationVisitor;
     impl Visitor<'_> for DurationVisitor {
         type Value = Duration;
@@ -71,20 +71,20 @@ impl<T: TryFrom<u64>> Visitor<'_> for Positive<T> {
     }
 }
 
-pub fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+pub(super) fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     d.deserialize_u64(Positive(std::marker::PhantomData))
 }
 
-pub fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+pub(super) fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     d.deserialize_u64(Positive(std::marker::PhantomData))
 }
 
-pub fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(super) fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     d.deserialize_u64(Positive(std::marker::PhantomData))
 }
 
 /// A percentage, 0 to 100.
-pub fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+pub(super) fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     let v = u64::deserialize(d)?;
     u8::try_from(v)
         .ok()
@@ -93,7 +93,7 @@ pub fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
 }
 
 /// The affinity load bound: a factor over the average load, at least 1.
-pub fn load_bound<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+pub(super) fn load_bound<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     struct BoundVisitor;
     impl Visitor<'_> for BoundVisitor {
         type Value = f64;
@@ -126,7 +126,9 @@ fn parse_addr<E: de::Error>(s: &str) -> Result<SocketAddr, E> {
 }
 
 /// `listen: ADDR` or `listen: [ADDR, ...]`.
-pub fn one_or_many_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+pub(super) fn one_or_many_addrs<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<SocketAddr>, D::Error> {
     struct AddrsVisitor;
     impl<'de> Visitor<'de> for AddrsVisitor {
         type Value = Vec<SocketAddr>;
@@ -151,11 +153,11 @@ pub fn one_or_many_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAd
 }
 
 /// Backend names appear in metrics labels, headers and URLs of the admin API.
-pub fn backend_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(super) fn backend_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     d.deserialize_str(StrVisitor(check_backend_name))
 }
 
-pub fn check_backend_name(name: &str) -> Result<String, String> {
+pub(super) fn check_backend_name(name: &str) -> Result<String, String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -183,7 +185,9 @@ impl<T> Visitor<'_> for StrVisitor<T> {
 }
 
 /// The backend list, rejecting a name used twice at the element that repeats it.
-pub fn unique_backends<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<BackendConfig>, D::Error> {
+pub(super) fn unique_backends<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<BackendConfig>, D::Error> {
     struct BackendsVisitor;
     impl<'de> Visitor<'de> for BackendsVisitor {
         type Value = Vec<BackendConfig>;

@@ -51,7 +51,7 @@ pub fn validate(config: &Config) -> Result<(), StartupError> {
     crate::admin::auth::check_config(config)?;
     check_addresses(config)?;
     if let Some(cluster) = &config.cluster {
-        crate::cluster::node::raft_config(cluster).map_err(StartupError::Cluster)?;
+        crate::cluster::raft_config(cluster).map_err(StartupError::Cluster)?;
     }
     Ok(())
 }
