@@ -22,8 +22,8 @@ use super::{auth, AdminState};
 
 /// Passes when no admin token is configured or `headers` carry the right one;
 /// otherwise a 401 (or a 500 when the configured token cannot be read — refusing
-/// rather than opening up). The admin API and the cluster endpoints share it.
-pub(crate) fn check_token(pool: &Pool, headers: &HeaderMap) -> Result<(), ApiError> {
+/// rather than opening up).
+fn check_token(pool: &Pool, headers: &HeaderMap) -> Result<(), ApiError> {
     let expected = match auth::resolve(&pool.yaml_config().admin) {
         Ok(Some(t)) => t,
         Ok(None) => return Ok(()),
@@ -42,7 +42,7 @@ pub(crate) fn check_token(pool: &Pool, headers: &HeaderMap) -> Result<(), ApiErr
     ))
 }
 
-/// Middleware form of [`check_token`] for the mutating routes.
+/// Middleware form of [`check_token`] for the mutating routes, the cluster's included.
 pub(super) async fn require_token(
     State(s): State<AdminState>,
     req: Request,
