@@ -29,7 +29,7 @@ pub enum BodyError {
     TooLarge(Size),
     #[error("body stalled: nothing for {}", humantime::format_duration(*.0))]
     Stalled(Duration),
-    #[error("{}", error_chain(.0))]
+    #[error("{}", root_cause(.0))]
     Http(#[from] reqwest::Error),
 }
 
@@ -83,17 +83,6 @@ pub fn root_cause(e: &reqwest::Error) -> String {
         (false, true) => format!("cannot connect: {inner}"),
         (false, false) => inner.to_string(),
     }
-}
-
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::admin::ApiError;
+use crate::api_error::ApiError;
 use crate::bounded_body::Size;
 use crate::config::TimeoutConfig;
 use crate::log_limit::LogLimit;

@@ -4,6 +4,7 @@
 //! the `pool` snapshot, `health` keeps that snapshot's live state true.
 
 pub mod admin;
+pub mod api_error;
 pub mod bounded_body;
 pub mod bounded_server;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod pool;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
+pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod sim;

@@ -302,7 +302,7 @@ pub fn keep_restart_only(running: &Config, mut new: Config) -> (Config, Vec<Stri
         new.state_dir = running.state_dir.clone();
     }
     // The Raft member starts once with its node id, peers and data directory.
-    if format!("{:?}", new.cluster) != format!("{:?}", running.cluster) {
+    if new.cluster != running.cluster {
         pending.push("cluster".to_string());
         new.cluster = running.cluster.clone();
     }
@@ -403,6 +403,24 @@ mod tests {
         assert_eq!(applied.backends[0].name, "b");
     }
 
+    #[test]
+    fn a_changed_cluster_secret_needs_a_restart() {
+        // The secret never shows in `Debug`, so the change must be seen by value.
+        let cluster = |secret: &str| {
+            let yaml = format!(
+                "cluster: {{node_id: 1, listen: '127.0.0.1:7001', data_dir: /tmp/x, \
+                 peers: {{1: '127.0.0.1:7001'}}, secret: {secret}}}"
+            );
+            Config::parse(&yaml, "t").unwrap()
+        };
+        let running = cluster("first-secret");
+        let (_, pending) = keep_restart_only(&running, cluster("first-secret"));
+        assert!(pending.is_empty(), "{pending:?}");
+        let (applied, pending) = keep_restart_only(&running, cluster("other-secret"));
+        assert_eq!(pending, vec!["cluster"]);
+        assert_eq!(applied.cluster, running.cluster);
+    }
+
     #[tokio::test]
     async fn invalid_file_keeps_the_running_config() {
         let dir = tempfile::tempdir().unwrap();
@@ -457,14 +475,20 @@ mod tests {
             "{msg}"
         );
         assert_eq!(status.failures.load(Ordering::Relaxed), 1);
-        assert_eq!(pool.yaml_config().admin.token.as_deref(), Some("s3cret"));
+        assert_eq!(
+            pool.yaml_config().admin.token.as_ref().map(|t| t.expose()),
+            Some("s3cret")
+        );
 
         // Keeping a token while moving the listener is a normal restart-only change.
         std::fs::write(&path, "admin: {listen: '127.0.0.1:2', token: other}\n").unwrap();
         assert!(r.reload("test", false).await.unwrap());
         let applied = pool.yaml_config();
         assert_eq!(applied.admin.listen, "0.0.0.0:1".parse().unwrap());
-        assert_eq!(applied.admin.token.as_deref(), Some("other"));
+        assert_eq!(
+            applied.admin.token.as_ref().map(|t| t.expose()),
+            Some("other")
+        );
         let pending = status.restart_needed.load_full().unwrap();
         assert_eq!(*pending, vec!["admin.listen".to_string()]);
     }

@@ -98,7 +98,11 @@ pub fn build_from(
         .with_reloads(reloads)
         .with_demand(demand);
     if let (Some(cluster), Some(listener)) = (config.cluster.clone(), sockets.cluster) {
-        admin = admin.with_cluster(crate::cluster::start(&mut server, cluster, &pool, listener));
+        let cluster = crate::cluster::start(&mut server, cluster, &pool, listener);
+        let (open, protected) = cluster.routes();
+        admin = admin
+            .with_writer(cluster.writer())
+            .with_routes(open, protected);
     }
     server.add_service(background_service("admin", admin));
     Ok(Corral {

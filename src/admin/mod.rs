@@ -2,14 +2,14 @@
 //! metrics, and the operator's actions (add/remove/drain backends, maintenance mode).
 //! Runs as a Pingora background service next to the proxy.
 
+#![warn(unreachable_pub)]
+
 pub mod auth;
-mod error;
+mod local;
 pub mod persist;
 mod read;
 mod views;
 mod write;
-
-pub use write::check_token;
 
 use std::sync::Arc;
 
@@ -20,12 +20,12 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::bounded_server::Limits;
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolWriter};
 use crate::reload::ReloadStatus;
 use crate::routing::{AdmissionQueue, DemandTable};
 
-pub use error::ApiError;
-pub use views::{BackendView, ModelPlacement, ReloadView, StatusView};
+use local::LocalWriter;
+pub use views::{BackendView, StatusView};
 
 /// Admin request bodies are a backend's name and URL: small.
 const MAX_BODY: usize = 1024 * 1024;
@@ -37,8 +37,9 @@ pub struct AdminService {
     state: AdminState,
     /// Bound at start-up (see `startup::listeners`); taken when the service starts.
     listener: std::sync::Mutex<Option<std::net::TcpListener>>,
-    /// With `cluster` configured: the cluster endpoints, and backend writes via Raft.
-    cluster: Option<crate::cluster::admin::ClusterAdmin>,
+    /// Endpoints another module adds (the cluster's): open ones, and ones that need
+    /// the admin token.
+    routes: Option<(Router, Router)>,
 }
 
 /// What the admin handlers read and change.
@@ -49,9 +50,8 @@ pub struct AdminState {
     pub reloads: Arc<ReloadStatus>,
     /// Per-model demand, as the placement loop samples it.
     pub demand: Arc<DemandTable>,
-    /// Serializes changes to run-time backends with their write to disk, so the file
-    /// always holds the latest change.
-    pub writes: Arc<tokio::sync::Mutex<()>>,
+    /// Carries out backend writes: here, or through Raft with a cluster.
+    pub writer: Arc<dyn PoolWriter>,
 }
 
 impl AdminService {
@@ -63,19 +63,26 @@ impl AdminService {
         AdminService {
             listener: std::sync::Mutex::new(Some(listener)),
             state: AdminState {
-                pool,
                 queue,
                 reloads: Arc::new(ReloadStatus::default()),
                 demand: Arc::new(DemandTable::default()),
-                writes: Arc::new(tokio::sync::Mutex::new(())),
+                writer: Arc::new(LocalWriter::new(pool.clone())),
+                pool,
             },
-            cluster: None,
+            routes: None,
         }
     }
 
-    /// Serves the cluster endpoints and sends backend writes through Raft.
-    pub fn with_cluster(mut self, cluster: crate::cluster::admin::ClusterAdmin) -> AdminService {
-        self.cluster = Some(cluster);
+    /// Carries out backend writes with `writer` (the cluster's, through Raft) instead
+    /// of on this replica alone.
+    pub fn with_writer(mut self, writer: Arc<dyn PoolWriter>) -> AdminService {
+        self.state.writer = writer;
+        self
+    }
+
+    /// Serves `open` endpoints as they are and `protected` ones behind the admin token.
+    pub fn with_routes(mut self, open: Router, protected: Router) -> AdminService {
+        self.routes = Some((open, protected));
         self
     }
 
@@ -91,7 +98,7 @@ impl AdminService {
         self
     }
 
-    pub fn router(state: AdminState) -> Router {
+    fn router(state: AdminState, routes: Option<(Router, Router)>) -> Router {
         let writes = Router::new()
             .route("/api/v1/backends", post(write::add_backend))
             .route(
@@ -108,7 +115,7 @@ impl AdminService {
                 state.clone(),
                 write::require_token,
             ));
-        Router::new()
+        let mut app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(read::readyz))
             .route("/metrics", get(read::prometheus))
@@ -117,7 +124,12 @@ impl AdminService {
             .route("/api/v1/backends", get(read::backends))
             .merge(writes)
             .fallback(read::no_such_endpoint)
-            .with_state(state)
+            .with_state(state.clone());
+        if let Some((open, protected)) = routes {
+            let token = axum::middleware::from_fn_with_state(state, write::require_token);
+            app = app.merge(open).merge(protected.route_layer(token));
+        }
+        app
     }
 }
 
@@ -147,10 +159,7 @@ impl BackgroundService for AdminService {
             MAX_BODY,
             MAX_CONNECTIONS,
         );
-        let mut app = Self::router(self.state.clone());
-        if let Some(cluster) = &self.cluster {
-            app = crate::cluster::admin::wrap(app, cluster.clone());
-        }
+        let app = Self::router(self.state.clone(), self.routes.clone());
         // Outermost: admin bodies are small, and reads have none.
         let app = crate::bounded_server::limit_bodies(app, limits);
         let stop = async move {

@@ -28,32 +28,12 @@ pub enum PersistError {
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PersistedState {
+    /// Backends added through the admin API, validated on load like YAML entries.
     #[serde(default)]
-    pub backends: Vec<PersistedBackend>,
+    pub backends: Vec<BackendConfig>,
     /// Names of drained backends (YAML or run-time).
     #[serde(default)]
     pub drained: Vec<String>,
-}
-
-/// A run-time backend as the admin API received it; re-validated on load exactly like
-/// a YAML entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PersistedBackend {
-    pub name: String,
-    pub url: String,
-    pub weight: u32,
-    pub max_concurrency: usize,
-}
-
-impl PersistedBackend {
-    pub fn of(b: &BackendConfig) -> PersistedBackend {
-        PersistedBackend {
-            name: b.name.clone(),
-            url: b.url.base(),
-            weight: b.weight,
-            max_concurrency: b.max_concurrency,
-        }
-    }
 }
 
 /// Where state is kept: `state_dir`, else systemd's `$STATE_DIRECTORY`, else nowhere.
@@ -89,26 +69,6 @@ pub fn load(dir: &Path) -> Result<PersistedState, PersistError> {
     })
 }
 
-/// The run-time backends of a loaded state, validated like YAML entries.
-pub fn backend_configs(
-    dir: &Path,
-    state: &PersistedState,
-) -> Result<Vec<BackendConfig>, PersistError> {
-    state
-        .backends
-        .iter()
-        .map(|b| {
-            let value = serde_json::to_value(b).map_err(|e| e.to_string());
-            value
-                .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
-                .map_err(|message| PersistError::Invalid {
-                    path: dir.join(FILE).display().to_string(),
-                    message: format!("backend '{}': {message}", b.name),
-                })
-        })
-        .collect()
-}
-
 /// What the pool holds now that must survive a restart.
 pub fn snapshot(pool: &Pool) -> PersistedState {
     let mut drained: Vec<String> = pool
@@ -120,11 +80,7 @@ pub fn snapshot(pool: &Pool) -> PersistedState {
         .collect();
     drained.sort();
     PersistedState {
-        backends: pool
-            .dynamic_backends()
-            .iter()
-            .map(PersistedBackend::of)
-            .collect(),
+        backends: pool.dynamic_backends(),
         drained,
     }
 }
@@ -167,7 +123,7 @@ pub fn restore_pool(config: Config) -> Result<Pool, PersistError> {
         return Ok(Pool::new(config));
     };
     let state = load(&dir)?;
-    let dynamic = backend_configs(&dir, &state)?;
+    let dynamic = state.backends;
     if !dynamic.is_empty() || !state.drained.is_empty() {
         tracing::info!(
             file = %dir.join(FILE).display(),
@@ -225,5 +181,10 @@ mod tests {
             load(dir.path()),
             Err(PersistError::Invalid { .. })
         ));
+        // A backend is checked like a YAML entry.
+        let bad = r#"{"backends": [{"name": "a b", "url": "http://h:1"}]}"#;
+        std::fs::write(dir.path().join(FILE), bad).unwrap();
+        let e = load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("invalid backend name 'a b'"), "{e}");
     }
 }

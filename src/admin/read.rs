@@ -1,29 +1,35 @@
 //! Read-only admin endpoints: probes for orchestrators, the pool, the status of this
 //! replica, and metrics (Prometheus text and JSON).
 
+use std::borrow::Cow;
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 
+use crate::api_error::ApiError;
 use crate::metrics::MetricsView;
 
 use super::views::{BackendView, ModelPlacement, ReloadView, StatusView};
 use super::AdminState;
 
-pub async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
+pub(super) async fn readyz(State(s): State<AdminState>) -> (StatusCode, Cow<'static, str>) {
+    if let Some(why) = s.writer.unready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, why.into());
+    }
     if !s.pool.is_serving() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "serving disabled");
+        return (StatusCode::SERVICE_UNAVAILABLE, "serving disabled".into());
     }
     // Ready when at least one backend could take a request.
     if s.pool.load().backends.iter().any(|b| b.is_available()) {
-        (StatusCode::OK, "ready")
+        (StatusCode::OK, "ready".into())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no healthy backend")
+        (StatusCode::SERVICE_UNAVAILABLE, "no healthy backend".into())
     }
 }
 
-pub async fn status(State(s): State<AdminState>) -> Json<StatusView> {
+pub(super) async fn status(State(s): State<AdminState>) -> Json<StatusView> {
     let mut view = StatusView::of(&s.pool.load(), s.queue.depth());
     view.serving = s.pool.is_serving();
     view.reloads = ReloadView::of(&s.reloads);
@@ -31,7 +37,7 @@ pub async fn status(State(s): State<AdminState>) -> Json<StatusView> {
     Json(view)
 }
 
-pub async fn backends(State(s): State<AdminState>) -> Json<Vec<BackendView>> {
+pub(super) async fn backends(State(s): State<AdminState>) -> Json<Vec<BackendView>> {
     Json(
         s.pool
             .load()
@@ -42,7 +48,7 @@ pub async fn backends(State(s): State<AdminState>) -> Json<Vec<BackendView>> {
     )
 }
 
-pub async fn prometheus() -> impl IntoResponse {
+pub(super) async fn prometheus() -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
@@ -52,16 +58,16 @@ pub async fn prometheus() -> impl IntoResponse {
     )
 }
 
-pub async fn metrics_json() -> Json<MetricsView> {
+pub(super) async fn metrics_json() -> Json<MetricsView> {
     Json(crate::metrics::global().render_json())
 }
 
 /// Any path the admin API does not serve. The cluster endpoints exist only with a
 /// `cluster:` section, so on a single replica they say that rather than "not found".
-pub async fn no_such_endpoint(uri: axum::http::Uri) -> super::ApiError {
+pub(super) async fn no_such_endpoint(uri: axum::http::Uri) -> ApiError {
     let path = uri.path();
     if path.starts_with("/api/v1/cluster") {
-        return super::ApiError::new(
+        return ApiError::new(
             StatusCode::NOT_FOUND,
             "no_cluster",
             "this corral runs as a single replica (its config has no `cluster:` section), \
@@ -69,7 +75,7 @@ pub async fn no_such_endpoint(uri: axum::http::Uri) -> super::ApiError {
              run replicas that share their pool",
         );
     }
-    super::ApiError::not_found(format!(
+    ApiError::not_found(format!(
         "no such admin endpoint: {path} (the README's \"Admin API\" lists them)"
     ))
 }

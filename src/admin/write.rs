@@ -1,6 +1,9 @@
-//! Mutating admin endpoints: run-time backends (add, remove), drain and undrain,
-//! maintenance mode and "reload the config file now". All of them need the admin token
-//! when one is configured.
+//! Mutating admin endpoints: run-time backends (add, remove, heartbeat), drain and
+//! undrain — carried out by the pool writer, locally or through Raft — maintenance mode
+//! and "reload the config file now". All of them need the admin token when one is
+//! configured.
+
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
@@ -10,17 +13,17 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::config::BackendConfig;
-use crate::pool::Pool;
+use crate::api_error::ApiError;
+use crate::config::{parse_duration, BackendConfig};
+use crate::pool::{Durability, Pool};
 
-use super::error::ApiError;
 use super::views::BackendView;
-use super::{auth, persist, AdminState};
+use super::{auth, AdminState};
 
 /// Passes when no admin token is configured or `headers` carry the right one;
 /// otherwise a 401 (or a 500 when the configured token cannot be read — refusing
-/// rather than opening up). The admin API and the cluster endpoints share it.
-pub fn check_token(pool: &Pool, headers: &HeaderMap) -> Result<(), ApiError> {
+/// rather than opening up).
+fn check_token(pool: &Pool, headers: &HeaderMap) -> Result<(), ApiError> {
     let expected = match auth::resolve(&pool.yaml_config().admin) {
         Ok(Some(t)) => t,
         Ok(None) => return Ok(()),
@@ -29,7 +32,7 @@ pub fn check_token(pool: &Pool, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if auth::bearer_matches(&expected, given) {
+    if expected.matches_bearer(given) {
         return Ok(());
     }
     Err(ApiError::new(
@@ -39,151 +42,143 @@ pub fn check_token(pool: &Pool, headers: &HeaderMap) -> Result<(), ApiError> {
     ))
 }
 
-/// Middleware form of [`check_token`] for the mutating routes.
-pub async fn require_token(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+/// Middleware form of [`check_token`] for the mutating routes, the cluster's included.
+pub(super) async fn require_token(
+    State(s): State<AdminState>,
+    req: Request,
+    next: Next,
+) -> Response {
     match check_token(&s.pool, req.headers()) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
 }
 
-/// Writes the pool's run-time state to the state file, if there is one. Returns
-/// whether it was persisted.
-async fn persist(s: &AdminState) -> Result<bool, ApiError> {
-    let Some(dir) = persist::state_dir(&s.pool.yaml_config()) else {
-        return Ok(false);
-    };
-    let state = persist::snapshot(&s.pool);
-    tokio::task::spawn_blocking(move || persist::save(&dir, &state))
-        .await
-        .map_err(|e| ApiError::internal(format!("state file writer failed: {e}")))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot write the state file");
-            ApiError::internal(format!("applied but not persisted: {e}"))
-        })?;
-    Ok(true)
-}
-
-fn view(s: &AdminState, name: &str) -> Result<BackendView, ApiError> {
-    let table = s.pool.load();
-    let b = table
+/// The backend as the pool shows it now; just its name while a replicated change has
+/// not reached this replica's routing table yet.
+fn view(s: &AdminState, name: &str) -> Value {
+    s.pool
+        .load()
         .get(name)
-        .ok_or_else(|| ApiError::unknown_backend(name))?;
-    Ok(BackendView::of(b))
+        .and_then(|b| serde_json::to_value(BackendView::of(b)).ok())
+        .unwrap_or_else(|| json!({ "name": name }))
 }
 
-/// `POST /api/v1/backends {"name","url","weight"?,"max_concurrency"?}`: adds a run-time
-/// backend, or updates one added earlier (idempotent: a retried call is harmless).
-pub async fn add_backend(
+/// Adds where the change went to an answer: `persisted` on a single replica,
+/// `replicated` in a cluster.
+fn stamp(mut body: Value, durability: Durability) -> Json<Value> {
+    match durability {
+        Durability::Local { persisted } => body["persisted"] = json!(persisted),
+        Durability::Replicated => body["replicated"] = json!(true),
+    }
+    Json(body)
+}
+
+/// A lease's `ttl`: a duration such as `"30s"`, or a number of seconds.
+fn ttl(v: Option<&Value>) -> Result<Option<Duration>, ApiError> {
+    let ttl = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .ok_or_else(|| format!("invalid ttl {n}")),
+        Some(Value::String(s)) => parse_duration(s).map_err(|e| format!("ttl: {e}")),
+        Some(_) => Err("ttl must be a duration such as \"30s\" or a number of seconds".into()),
+    };
+    match ttl {
+        Ok(t) if !t.is_zero() => Ok(Some(t)),
+        Ok(_) => Err(ApiError::bad_request("ttl must be more than 0")),
+        Err(e) => Err(ApiError::bad_request(e)),
+    }
+}
+
+fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))
+}
+
+/// `POST /api/v1/backends {"name","url","weight"?,"max_concurrency"?,"ttl"?}`: adds a
+/// run-time backend, or updates one added earlier (idempotent: a retried call is
+/// harmless).
+pub(super) async fn add_backend(
     State(s): State<AdminState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let mut fields: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
-    if let Some(obj) = fields.as_object_mut() {
-        if obj.remove("ttl").is_some_and(|t| !t.is_null()) {
-            return Err(no_leases());
-        }
-    }
+    let mut fields = json_body(&body)?;
+    let lease = ttl(fields
+        .as_object_mut()
+        .and_then(|o| o.remove("ttl"))
+        .as_ref())?;
     // The same validation as a YAML entry, with the same messages.
     let backend: BackendConfig = serde_json::from_value(fields)
         .map_err(|e| ApiError::bad_request(format!("invalid backend: {e}")))?;
     let name = backend.name.clone();
-    let _guard = s.writes.lock().await;
-    let ((created, _), _) = s.pool.update_dynamic(|yaml, dynamic| {
-        if yaml.backends.iter().any(|b| b.name == backend.name) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!(
-                    "backend '{}' is defined in the config file; change it there",
-                    backend.name
-                ),
-            ));
-        }
-        let created = match dynamic.iter_mut().find(|b| b.name == backend.name) {
-            Some(existing) => {
-                *existing = backend;
-                false
-            }
-            None => {
-                dynamic.push(backend);
-                true
-            }
-        };
-        Ok((created, ()))
-    })?;
-    let persisted = persist(&s).await?;
-    tracing::info!(backend = %name, created, persisted, "run-time backend added");
-    let status = if created {
+    let done = s.writer.upsert(backend, lease).await?;
+    tracing::info!(backend = %name, created = done.created, durability = ?done.durability, "run-time backend added");
+    let status = if done.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((
-        status,
-        Json(json!({ "backend": view(&s, &name)?, "created": created, "persisted": persisted })),
-    ))
+    let mut body = json!({ "backend": view(&s, &name), "created": done.created });
+    if done.durability == Durability::Replicated {
+        body["applied"] = json!({ "existed": !done.created, "changed": done.changed });
+    }
+    Ok((status, stamp(body, done.durability)))
 }
 
 /// `DELETE /api/v1/backends/{name}`: removes a run-time backend. Its in-flight requests
 /// finish (they hold its state); new ones go elsewhere at once.
-pub async fn remove_backend(
+pub(super) async fn remove_backend(
     State(s): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let _guard = s.writes.lock().await;
     let in_flight = s.pool.load().get(&name).map_or(0, |b| b.state.in_flight());
-    s.pool.update_dynamic(|yaml, dynamic| {
-        if yaml.backends.iter().any(|b| b.name == name) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("backend '{name}' is defined in the config file; remove it there"),
-            ));
-        }
-        let before = dynamic.len();
-        dynamic.retain(|b| b.name != name);
-        if dynamic.len() == before {
-            return Err(ApiError::unknown_backend(&name));
-        }
-        Ok(())
-    })?;
-    let persisted = persist(&s).await?;
-    tracing::info!(backend = %name, in_flight, persisted, "run-time backend removed");
-    Ok(Json(
-        json!({ "removed": name, "in_flight": in_flight, "persisted": persisted }),
-    ))
+    let durability = s.writer.remove(&name).await?;
+    tracing::info!(backend = %name, in_flight, ?durability, "run-time backend removed");
+    let body = json!({ "removed": name, "in_flight": in_flight });
+    Ok(stamp(body, durability))
 }
 
 async fn set_draining(s: AdminState, name: String, on: bool) -> Result<Json<Value>, ApiError> {
-    let _guard = s.writes.lock().await;
-    {
-        let table = s.pool.load();
-        let b = table
-            .get(&name)
-            .ok_or_else(|| ApiError::unknown_backend(&name))?;
-        b.state.set_draining(on);
-    }
-    let persisted = persist(&s).await?;
-    let v = view(&s, &name)?;
-    tracing::info!(backend = %name, draining = on, in_flight = v.in_flight, "backend drain changed");
-    Ok(Json(json!({ "backend": v, "persisted": persisted })))
+    let durability = s.writer.set_draining(&name, on).await?;
+    let mut backend = view(&s, &name);
+    // A replicated flag may not have reached this replica's table yet.
+    backend["draining"] = json!(on);
+    tracing::info!(backend = %name, draining = on, in_flight = %backend["in_flight"], "backend drain changed");
+    Ok(stamp(json!({ "backend": backend }), durability))
 }
 
 /// `POST /api/v1/backends/{name}/drain`: no new requests; in-flight ones finish.
-pub async fn drain(
+pub(super) async fn drain(
     State(s): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     set_draining(s, name, true).await
 }
 
-pub async fn undrain(
+pub(super) async fn undrain(
     State(s): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     set_draining(s, name, false).await
+}
+
+/// `POST /api/v1/backends/{name}/heartbeat {"ttl"?}`: renews a registration lease.
+pub(super) async fn heartbeat(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let given = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        ttl(json_body(&body)?.get("ttl"))?
+    };
+    Ok(Json(match s.writer.heartbeat(&name, given).await? {
+        Some(until) => json!({ "backend": name, "expires_at_ms": until, "replicated": true }),
+        None => json!({ "backend": name, "lease": null }),
+    }))
 }
 
 fn set_serving(s: &AdminState, on: bool) -> Json<Value> {
@@ -197,39 +192,19 @@ fn set_serving(s: &AdminState, on: bool) -> Json<Value> {
 }
 
 /// `POST /api/v1/serving/enable`.
-pub async fn serving_enable(State(s): State<AdminState>) -> Json<Value> {
+pub(super) async fn serving_enable(State(s): State<AdminState>) -> Json<Value> {
     set_serving(&s, true)
 }
 
 /// `POST /api/v1/serving/disable`: maintenance mode for this replica.
-pub async fn serving_disable(State(s): State<AdminState>) -> Json<Value> {
+pub(super) async fn serving_disable(State(s): State<AdminState>) -> Json<Value> {
     set_serving(&s, false)
-}
-
-/// Leases (ttl, heartbeat) expire by a clock every replica must agree on: they live in
-/// the replicated pool, so a single replica refuses them instead of half-honouring them.
-fn no_leases() -> ApiError {
-    ApiError::bad_request(
-        "ttl and heartbeat need the cluster (configure `cluster:`); \
-         without it run-time backends stay until removed",
-    )
-}
-
-/// `POST /api/v1/backends/{name}/heartbeat` on a single replica.
-pub async fn heartbeat(
-    State(s): State<AdminState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    if s.pool.load().get(&name).is_none() {
-        return Err(ApiError::unknown_backend(&name));
-    }
-    Err(no_leases())
 }
 
 /// `POST /api/v1/reload`: re-reads the config file now through the reloader (the same
 /// path as SIGHUP and file changes) and answers how it went: 200 when applied, 422 with
 /// the `FILE:line:col: message` when the file is refused and the running config stays.
-pub async fn reload(State(s): State<AdminState>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn reload(State(s): State<AdminState>) -> Result<Json<Value>, ApiError> {
     let Some(result) = s.reloads.reload_now().await else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -250,5 +225,26 @@ pub async fn reload(State(s): State<AdminState>) -> Result<Json<Value>, ApiError
             e.code(),
             e.to_string(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_accepts_seconds_and_durations() {
+        let ttl = |v: Value| ttl(Some(&v)).map_err(|e| e.message);
+        assert_eq!(ttl(json!(2)), Ok(Some(Duration::from_secs(2))));
+        assert_eq!(ttl(json!("500ms")), Ok(Some(Duration::from_millis(500))));
+        // A bare number in a string (`--ttl 30` on the command line) is seconds too.
+        assert_eq!(ttl(json!("1.5")), Ok(Some(Duration::from_millis(1500))));
+        assert_eq!(ttl(Value::Null), Ok(None));
+        assert!(ttl(json!(0)).is_err());
+        assert!(ttl(json!(-1)).is_err());
+        assert!(ttl(json!("x"))
+            .unwrap_err()
+            .contains("invalid duration 'x'"));
+        assert!(ttl(json!([])).is_err());
     }
 }

@@ -6,6 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::ClientOpts;
+use crate::bounded_body::root_cause;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -86,12 +87,12 @@ impl AdminClient {
         }
         let resp = req.send().await.map_err(|e| CliError::Unreachable {
             url: self.base.clone(),
-            why: reason(&e),
+            why: root_cause(&e),
         })?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| CliError::Unreachable {
             url: self.base.clone(),
-            why: reason(&e),
+            why: root_cause(&e),
         })?;
         if status == StatusCode::UNAUTHORIZED {
             return Err(CliError::Unauthorized);
@@ -124,9 +125,4 @@ fn snippet(text: &str) -> String {
         Some((cut, _)) => format!("{}…", &one_line[..cut]),
         None => one_line,
     }
-}
-
-/// One cause: "cannot connect: Connection refused (os error 111)" rather than a URL chain.
-fn reason(e: &reqwest::Error) -> String {
-    crate::bounded_body::root_cause(e)
 }

@@ -3,6 +3,8 @@
 //! `serving enable|disable` and `reload`. Each prints one clear line on stderr and exits non-zero
 //! when the server is not running, the token is wrong or the backend is unknown.
 
+#![warn(unreachable_pub)]
+
 mod client;
 mod render;
 
@@ -39,9 +41,9 @@ pub struct ViewArgs {
     /// retried at the next interval (SIGHUP redraws at once).
     #[arg(long)]
     pub watch: bool,
-    /// Seconds between redraws with `--watch`.
-    #[arg(long, default_value_t = 2.0)]
-    pub interval: f64,
+    /// Time between redraws with `--watch`: seconds, or a duration such as 500ms.
+    #[arg(long, default_value = "2", value_parser = crate::config::parse_duration)]
+    pub interval: Duration,
     /// `wide`: every column, cells uncut (tables otherwise fit 80 columns).
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<Output>,
@@ -129,7 +131,7 @@ pub enum View {
 /// time and retried at the next interval instead of ending the dashboard.
 pub async fn show(view: View, args: ViewArgs) -> Result<(), CliError> {
     let client = AdminClient::new(&args.client)?;
-    let interval = Duration::from_secs_f64(args.interval.max(0.1));
+    let interval = args.interval.max(Duration::from_millis(100));
     let wide = args.output == Some(Output::Wide);
     let json = args.client.json;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();

@@ -4,7 +4,7 @@ use crate::admin::{BackendView, StatusView};
 use crate::metrics::MetricsView;
 
 /// The terminal width the default tables fit (`-o wide` does not cut).
-pub const WIDTH: usize = 80;
+pub(crate) const WIDTH: usize = 80;
 
 /// A table column: its header and, when its cells may be cut to fit the width, the
 /// narrowest it may become.
@@ -72,7 +72,7 @@ fn table(columns: &[Column], rows: &[Vec<String>], fit: Option<usize>) -> String
     out.join("\n")
 }
 
-pub fn status(s: &StatusView) -> String {
+pub(crate) fn status(s: &StatusView) -> String {
     let mut out = vec![
         format!("corral {}", s.version),
         format!(
@@ -155,7 +155,7 @@ fn list(items: &[String]) -> String {
 
 /// The backends table: at 80 columns name, state, load, models and the error; `wide`
 /// adds the URL and where the backend came from, and cuts nothing.
-pub fn backends(list_of: &[BackendView], wide: bool) -> String {
+pub(crate) fn backends(list_of: &[BackendView], wide: bool) -> String {
     if list_of.is_empty() {
         return "no backends".to_string();
     }
@@ -206,7 +206,7 @@ pub fn backends(list_of: &[BackendView], wide: bool) -> String {
     table(&columns, &rows, Some(WIDTH))
 }
 
-pub fn metrics(m: &MetricsView, wide: bool) -> String {
+pub(crate) fn metrics(m: &MetricsView, wide: bool) -> String {
     let secs = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.0}ms", s * 1000.0));
     let rows: Vec<Vec<String>> = m
         .summary

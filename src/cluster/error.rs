@@ -50,3 +50,11 @@ impl ClusterError {
         }
     }
 }
+
+impl From<ClusterError> for crate::api_error::ApiError {
+    fn from(e: ClusterError) -> Self {
+        let status = axum::http::StatusCode::from_u16(e.status())
+            .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        crate::api_error::ApiError::new(status, e.code(), e.to_string())
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-pub struct RaftMetrics {
+pub(crate) struct RaftMetrics {
     pub is_leader: IntGauge,
     pub term: IntGauge,
     pub last_applied: IntGauge,
@@ -53,12 +53,12 @@ fn global() -> &'static RaftMetrics {
     &M
 }
 
-pub fn get() -> &'static RaftMetrics {
+pub(crate) fn get() -> &'static RaftMetrics {
     global()
 }
 
 /// Adds the Raft metrics to `registry` (once per registry).
-pub fn register(registry: &Registry) {
+pub(crate) fn register(registry: &Registry) {
     let m = global();
     let all: [Box<dyn prometheus::core::Collector>; 7] = [
         Box::new(m.is_leader.clone()),
@@ -76,7 +76,7 @@ pub fn register(registry: &Registry) {
     }
 }
 
-pub fn rpc_error(path: &str) {
+pub(crate) fn rpc_error(path: &str) {
     let rpc = path.rsplit('/').next().unwrap_or("other");
     global().rpc_errors.with_label_values(&[rpc]).inc();
 }

@@ -3,30 +3,32 @@
 //! `types` declares the Raft types and pool commands, `pool_state` applies them,
 //! `store` persists log, vote and state machine in redb, `network`/`rpc` carry peer
 //! RPCs over authenticated HTTP, `node` runs the member on its own runtime thread,
-//! `publish` feeds applied changes to the routing table, `ops` serves the admin API.
+//! `publish` feeds applied changes to the routing table, `ops` carries out what the
+//! admin API asks, `admin` hands the admin service its cluster endpoints and the Raft
+//! pool writer (`writes`).
 
-pub mod admin;
+#![warn(unreachable_pub)]
+
+mod admin;
 pub mod cli;
-pub mod error;
-pub mod metrics;
-pub mod network;
-pub mod node;
-pub mod ops;
-pub mod pool_state;
-pub mod publish;
-pub mod rpc;
-pub mod store;
-pub mod types;
-pub mod writes;
+mod error;
+mod metrics;
+mod network;
+mod node;
+mod ops;
+mod pool_state;
+mod publish;
+mod rpc;
+mod store;
+mod types;
+mod writes;
 
-pub use error::ClusterError;
-pub use node::{ClusterService, ClusterSlot};
-pub use ops::Cluster;
-pub use pool_state::{DynamicBackend, PoolState};
-pub use types::{Applied, Command, Node, NodeId, TypeConfig};
+pub use admin::ClusterAdmin;
+pub(crate) use node::raft_config;
+use node::{ClusterService, ClusterSlot};
 
 /// Wall-clock Unix milliseconds: lease ends are absolute times every replica agrees on.
-pub fn unix_ms() -> u64 {
+fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -40,7 +42,7 @@ pub fn start(
     config: crate::config::ClusterConfig,
     pool: &std::sync::Arc<crate::pool::Pool>,
     listener: std::net::TcpListener,
-) -> admin::ClusterAdmin {
+) -> ClusterAdmin {
     let slot = std::sync::Arc::new(ClusterSlot::default());
     metrics::register(crate::metrics::global().registry());
     let admin_addr = config
@@ -57,7 +59,7 @@ pub fn start(
     server.add_service(pingora::services::background::background_service(
         "cluster", service,
     ));
-    admin::ClusterAdmin {
+    ClusterAdmin {
         slot,
         pool: pool.clone(),
     }

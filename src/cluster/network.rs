@@ -17,19 +17,20 @@ use serde::Serialize;
 
 use super::metrics;
 use super::types::{Node, NodeId, TypeConfig};
+use crate::secret::Secret;
 
 /// Paths of the peer RPC endpoints.
-pub const APPEND: &str = "/raft/append";
-pub const VOTE: &str = "/raft/vote";
-pub const SNAPSHOT: &str = "/raft/snapshot";
-pub const FORWARD: &str = "/cluster/forward";
-pub const STATUS: &str = "/cluster/status";
+pub(crate) const APPEND: &str = "/raft/append";
+pub(crate) const VOTE: &str = "/raft/vote";
+pub(crate) const SNAPSHOT: &str = "/raft/snapshot";
+pub(crate) const FORWARD: &str = "/cluster/forward";
+pub(crate) const STATUS: &str = "/cluster/status";
 
 /// An HTTP client for peer calls, holding the shared secret.
 #[derive(Clone)]
 pub struct PeerHttp {
     client: reqwest::Client,
-    secret: String,
+    secret: Secret,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +43,7 @@ pub enum CallError {
 }
 
 impl PeerHttp {
-    pub fn new(secret: String) -> PeerHttp {
+    pub fn new(secret: Secret) -> PeerHttp {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(30))
@@ -66,7 +67,7 @@ impl PeerHttp {
         let resp = self
             .client
             .post(format!("http://{addr}{path}"))
-            .bearer_auth(&self.secret)
+            .bearer_auth(self.secret.expose())
             .timeout(timeout)
             .json(body)
             .send()
@@ -93,7 +94,7 @@ impl PeerHttp {
 }
 
 /// Creates one client per peer.
-pub struct Network {
+pub(crate) struct Network {
     pub http: PeerHttp,
 }
 
@@ -109,7 +110,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
-pub struct PeerClient {
+pub(crate) struct PeerClient {
     http: PeerHttp,
     target: NodeId,
     node: Node,

@@ -60,7 +60,7 @@ impl ClusterSlot {
 }
 
 /// The Pingora background service that owns the Raft thread.
-pub struct ClusterService {
+pub(crate) struct ClusterService {
     pub config: ClusterConfig,
     /// This replica's admin address, announced to peers.
     pub admin_addr: String,
@@ -251,7 +251,7 @@ async fn announce(cluster: Arc<Cluster>, admin_addr: String) {
             id: cluster.id,
             node,
         };
-        match cluster.execute(call).await {
+        match cluster.execute::<super::ops::MembershipChange>(call).await {
             Ok(_) => tracing::info!(admin = %admin_addr, "announced this replica's admin address"),
             Err(e) => tracing::debug!(error = %e, "cannot announce the admin address yet"),
         }
@@ -304,7 +304,7 @@ async fn expire_leases(cluster: Arc<Cluster>) {
             continue;
         }
         match cluster.write(Command::ExpireLeases { now_ms }).await {
-            Ok(v) => tracing::info!(applied = %v, "expired registration leases"),
+            Ok(a) => tracing::info!(expired = ?a.expired, "expired registration leases"),
             Err(e) => tracing::warn!(error = %e, "cannot expire leases"),
         }
     }

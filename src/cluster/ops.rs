@@ -8,6 +8,7 @@ use std::time::Duration;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::raft::ClientWriteResponse;
 use openraft::{ChangeMembers, ServerState};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -15,12 +16,12 @@ use tokio::sync::watch;
 use super::error::ClusterError;
 use super::network::{CallError, PeerHttp, FORWARD, STATUS};
 use super::pool_state::PoolState;
-use super::types::{Command, Node, NodeId, Raft, TypeConfig};
+use super::types::{Applied, Command, Node, NodeId, Raft, TypeConfig};
 
 /// How long a write may wait for a quorum before it fails with `no quorum`.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A new member must catch up within this time to be promoted to voter.
-pub const JOIN_TIMEOUT: Duration = Duration::from_secs(6);
+pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// A call that only the leader can carry out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,8 +51,26 @@ pub struct Cluster {
     /// The Raft thread's runtime: every Raft call runs there.
     pub rt: tokio::runtime::Handle,
     pub http: PeerHttp,
-    pub secret: String,
+    pub secret: crate::secret::Secret,
     pub pool: watch::Receiver<Arc<PoolState>>,
+}
+
+/// What a membership change did, as the cluster endpoints answer it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<NodeId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<NodeId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_index: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub already_voter: bool,
+}
+
+/// A leader's answer as it travels back to a follower that passed a call on.
+fn answer(v: impl Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
 /// One member as the status shows it.
@@ -69,7 +88,7 @@ pub struct MemberView {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatusView {
+pub struct ClusterStatus {
     pub node_id: NodeId,
     pub state: String,
     pub leader: Option<NodeId>,
@@ -104,29 +123,43 @@ impl Cluster {
     }
 
     /// Commits `command` (through the leader) and returns what applying it did.
-    pub async fn write(self: &Arc<Self>, command: Command) -> Result<Value, ClusterError> {
+    pub async fn write(self: &Arc<Self>, command: Command) -> Result<Applied, ClusterError> {
         self.execute(Forward::Write { command }).await
     }
 
-    pub async fn add_peer(self: &Arc<Self>, id: NodeId, node: Node) -> Result<Value, ClusterError> {
+    pub async fn add_peer(
+        self: &Arc<Self>,
+        id: NodeId,
+        node: Node,
+    ) -> Result<MembershipChange, ClusterError> {
         self.execute(Forward::AddPeer { id, node }).await
     }
 
-    pub async fn remove_peer(self: &Arc<Self>, id: NodeId) -> Result<Value, ClusterError> {
+    pub async fn remove_peer(
+        self: &Arc<Self>,
+        id: NodeId,
+    ) -> Result<MembershipChange, ClusterError> {
         self.execute(Forward::RemovePeer { id }).await
     }
 
-    /// Carries out `call` here if this node leads, else passes it to the leader.
-    pub async fn execute(self: &Arc<Self>, call: Forward) -> Result<Value, ClusterError> {
+    /// Carries out `call` here if this node leads, else passes it to the leader, and
+    /// reads the answer as the `T` that call returns.
+    pub async fn execute<T: DeserializeOwned>(
+        self: &Arc<Self>,
+        call: Forward,
+    ) -> Result<T, ClusterError> {
         let r = match self.execute_local(call.clone()).await {
             Err(NotLeader(Some(leader))) => self.pass_on(&leader, call).await,
             other => other,
         };
-        r.map_err(|e| match e {
+        let answer = r.map_err(|e| match e {
             LocalError::Cluster(e) => e,
             LocalError::NotLeader(_) => ClusterError::NoQuorum(
                 "no leader is elected (election in progress or no majority reachable)".into(),
             ),
+        })?;
+        serde_json::from_value(answer).map_err(|e| {
+            ClusterError::Unavailable(format!("unexpected answer from the leader: {e}"))
         })
     }
 
@@ -167,12 +200,16 @@ impl Cluster {
                     .await
                     .map_err(|_| no_quorum_timeout())?
                     .map_err(from_write_error)?;
-                Ok(serde_json::to_value(r.data).unwrap_or(Value::Null))
+                Ok(answer(r.data))
             }
             Forward::AddPeer { id, node } => {
                 let members = raft.metrics().borrow().membership_config.clone();
                 if members.membership().voter_ids().any(|v| v == id) {
-                    return Ok(serde_json::json!({ "id": id, "already_voter": true }));
+                    return Ok(answer(MembershipChange {
+                        id: Some(id),
+                        already_voter: true,
+                        ..Default::default()
+                    }));
                 }
                 // Learner first: it catches up without counting toward the quorum.
                 let caught_up = || {
@@ -194,7 +231,11 @@ impl Cluster {
                     no_quorum_timeout,
                 )
                 .await?;
-                Ok(serde_json::json!({ "id": id, "log_index": r.log_id.index }))
+                Ok(answer(MembershipChange {
+                    id: Some(id),
+                    log_index: Some(r.log_id.index),
+                    ..Default::default()
+                }))
             }
             Forward::RemovePeer { id } => {
                 let members = raft.metrics().borrow().membership_config.clone();
@@ -219,7 +260,11 @@ impl Cluster {
                     no_quorum_timeout,
                 )
                 .await?;
-                Ok(serde_json::json!({ "removed": id, "log_index": r.log_id.index }))
+                Ok(answer(MembershipChange {
+                    removed: Some(id),
+                    log_index: Some(r.log_id.index),
+                    ..Default::default()
+                }))
             }
             Forward::SetNode { id, node } => {
                 let members = raft.metrics().borrow().membership_config.clone();
@@ -229,7 +274,12 @@ impl Cluster {
                             "node {id} is not a member"
                         ))))
                     }
-                    Some(n) if *n == node => return Ok(serde_json::json!({ "id": id })),
+                    Some(n) if *n == node => {
+                        return Ok(answer(MembershipChange {
+                            id: Some(id),
+                            ..Default::default()
+                        }))
+                    }
                     Some(_) => {}
                 }
                 let nodes = BTreeMap::from([(id, node)]);
@@ -239,13 +289,17 @@ impl Cluster {
                     no_quorum_timeout,
                 )
                 .await?;
-                Ok(serde_json::json!({ "id": id, "log_index": r.log_id.index }))
+                Ok(answer(MembershipChange {
+                    id: Some(id),
+                    log_index: Some(r.log_id.index),
+                    ..Default::default()
+                }))
             }
         }
     }
 
     /// Leader, term, members and (on the leader) each member's replication progress.
-    pub fn status(&self) -> StatusView {
+    pub fn status(&self) -> ClusterStatus {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -286,7 +340,7 @@ impl Cluster {
             .current_leader
             .and_then(|l| membership.get_node(&l))
             .and_then(|n| n.admin_addr.clone());
-        StatusView {
+        ClusterStatus {
             node_id: m.id,
             state: format!("{:?}", m.state).to_lowercase(),
             leader: m.current_leader,
@@ -305,7 +359,7 @@ impl Cluster {
     }
 
     /// `status`, and on a follower each member's progress as the leader sees it.
-    pub async fn status_with_progress(&self) -> StatusView {
+    pub async fn status_with_progress(&self) -> ClusterStatus {
         let mut view = self.status();
         let Some(leader) = view.leader.filter(|l| *l != view.node_id) else {
             return view;
@@ -318,7 +372,7 @@ impl Cluster {
         else {
             return view;
         };
-        let answer: Result<StatusView, CallError> = self
+        let answer: Result<ClusterStatus, CallError> = self
             .http
             .call(&addr, STATUS, &(), Duration::from_secs(1))
             .await;

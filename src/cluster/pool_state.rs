@@ -5,19 +5,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::types::{Applied, Command};
+use crate::config::BackendConfig;
 
-/// A backend added at run time through the cluster (admin API or self-registration).
+/// A backend added at run time through the cluster (admin API or self-registration),
+/// with its lease if it has one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DynamicBackend {
-    pub name: String,
-    pub url: String,
-    pub weight: u32,
-    pub max_concurrency: usize,
+    #[serde(flatten)]
+    pub backend: BackendConfig,
     /// Lease end (Unix ms); `None` = stays until removed.
     #[serde(default)]
     pub expires_at_ms: Option<u64>,
     /// Lease length, for heartbeats that give none.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
 }
 
@@ -35,26 +35,11 @@ impl PoolState {
     /// the same state on every replica.
     pub fn apply(&mut self, cmd: &Command) -> Applied {
         match cmd {
-            Command::UpsertBackend {
-                name,
-                url,
-                weight,
-                max_concurrency,
-                expires_at_ms,
-                ttl_ms,
-            } => {
-                let new = DynamicBackend {
-                    name: name.clone(),
-                    url: url.clone(),
-                    weight: *weight,
-                    max_concurrency: *max_concurrency,
-                    expires_at_ms: *expires_at_ms,
-                    ttl_ms: *ttl_ms,
-                };
-                let old = self.backends.insert(name.clone(), new.clone());
+            Command::UpsertBackend(new) => {
+                let old = self.backends.insert(new.backend.name.clone(), new.clone());
                 Applied {
                     existed: old.is_some(),
-                    changed: old.as_ref() != Some(&new),
+                    changed: old.as_ref() != Some(new),
                     expired: Vec::new(),
                 }
             }
@@ -103,7 +88,7 @@ impl PoolState {
                     .backends
                     .values()
                     .filter(|b| b.expires_at_ms.is_some_and(|t| t <= *now_ms))
-                    .map(|b| b.name.clone())
+                    .map(|b| b.backend.name.clone())
                     .collect();
                 for name in &expired {
                     self.backends.remove(name);
@@ -129,14 +114,34 @@ mod tests {
     use super::*;
 
     fn upsert(name: &str, lease: Option<u64>) -> Command {
-        Command::UpsertBackend {
-            name: name.into(),
-            url: "http://127.0.0.1:1".into(),
-            weight: 1,
-            max_concurrency: 2,
+        let backend =
+            serde_json::json!({"name": name, "url": "http://127.0.0.1:1", "max_concurrency": 2});
+        Command::UpsertBackend(DynamicBackend {
+            backend: serde_json::from_value(backend).unwrap(),
             expires_at_ms: lease,
             ttl_ms: lease.map(|_| 100),
-        }
+        })
+    }
+
+    #[test]
+    fn the_log_format_is_flat() {
+        // Entries already in a Raft log were written with the fields at the top level.
+        let stored = r#"{"op":"upsert_backend","name":"a","url":"http://h:1","weight":2,"max_concurrency":3,"expires_at_ms":null}"#;
+        let c: Command = serde_json::from_str(stored).unwrap();
+        let Command::UpsertBackend(b) = &c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            (b.backend.weight, b.backend.url.authority.as_str()),
+            (2, "h:1")
+        );
+        let again: serde_json::Value = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            again,
+            serde_json::from_str::<serde_json::Value>(stored).unwrap()
+        );
+        let bad = stored.replace("\"a\"", "\"a b\"");
+        assert!(serde_json::from_str::<Command>(&bad).is_err());
     }
 
     #[test]

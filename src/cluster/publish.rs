@@ -7,35 +7,14 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::pool_state::PoolState;
-use crate::config::{BackendConfig, BackendUrl};
+use crate::config::BackendConfig;
 use crate::pool::Pool;
-
-/// The dynamic backends of `state` as routing entries. An entry that no longer parses
-/// (it was validated when written) is skipped loudly rather than stopping the pool.
-pub fn backends_of(state: &PoolState) -> Vec<BackendConfig> {
-    state
-        .backends
-        .values()
-        .filter_map(|b| match BackendUrl::parse(&b.url) {
-            Ok(url) => Some(BackendConfig {
-                name: b.name.clone(),
-                url,
-                max_concurrency: b.max_concurrency.max(1),
-                weight: b.weight.max(1),
-            }),
-            Err(e) => {
-                tracing::error!(backend = %b.name, error = %e, "replicated backend skipped");
-                None
-            }
-        })
-        .collect()
-}
 
 /// Publishes `state` into `pool`: the replicated backends replace the run-time ones,
 /// and drain flags follow the replicated set. `previously_drained` is what the last
 /// call drained, so an undrain reaches backends that are still there.
-pub fn apply(pool: &Pool, state: &PoolState, previously_drained: &BTreeSet<String>) {
-    let backends = backends_of(state);
+pub(crate) fn apply(pool: &Pool, state: &PoolState, previously_drained: &BTreeSet<String>) {
+    let backends: Vec<BackendConfig> = state.backends.values().map(|b| b.backend.clone()).collect();
     let _ = pool.update_dynamic(|_, dynamic| {
         *dynamic = backends;
         Ok::<_, std::convert::Infallible>(())
@@ -52,7 +31,7 @@ pub fn apply(pool: &Pool, state: &PoolState, previously_drained: &BTreeSet<Strin
 }
 
 /// Follows the state machine until it is dropped.
-pub async fn run(pool: Arc<Pool>, mut changes: watch::Receiver<Arc<PoolState>>) {
+pub(crate) async fn run(pool: Arc<Pool>, mut changes: watch::Receiver<Arc<PoolState>>) {
     let mut drained = BTreeSet::new();
     loop {
         let state = changes.borrow_and_update().clone();

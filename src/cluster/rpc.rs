@@ -18,24 +18,12 @@ use super::ops::{Cluster, Forward};
 use super::types::{NodeId, TypeConfig};
 use crate::bounded_server::Limits;
 
-/// Compares without an early exit, so the answer time does not leak the secret.
-pub fn secret_matches(expected: &str, header: Option<&str>) -> bool {
-    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-        return false;
-    };
-    let (a, b) = (expected.as_bytes(), given.trim().as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn authenticate(State(c): State<Arc<Cluster>>, req: Request, next: Next) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if !secret_matches(&c.secret, given) {
+    if !c.secret.matches_bearer(given) {
         metrics::get().rpc_refused.inc();
         tracing::warn!(path = %req.uri().path(), "peer RPC refused: missing or wrong cluster secret");
         return (StatusCode::UNAUTHORIZED, "missing or wrong cluster secret").into_response();
@@ -44,7 +32,7 @@ async fn authenticate(State(c): State<Arc<Cluster>>, req: Request, next: Next) -
 }
 
 /// The peer routes; bodies are read (within `limits`) only once the secret matched.
-pub fn router(cluster: Arc<Cluster>, limits: Limits) -> Router {
+pub(crate) fn router(cluster: Arc<Cluster>, limits: Limits) -> Router {
     let routes = Router::new()
         .route(APPEND, post(append))
         .route(VOTE, post(vote))
@@ -98,7 +86,7 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// Serves the peer RPC router on `listener` until `stop` resolves, with the proxy
 /// port's header and body deadlines.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     cluster: Arc<Cluster>,
     timeouts: crate::config::TimeoutConfig,
@@ -107,18 +95,4 @@ pub async fn serve(
     let limits = Limits::new(&timeouts, MAX_BODY, MAX_CONNECTIONS);
     let app = router(cluster, limits);
     crate::bounded_server::serve(listener, app, limits, "cluster", stop).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::secret_matches;
-
-    #[test]
-    fn secret_must_match_exactly() {
-        assert!(secret_matches("s3cret", Some("Bearer s3cret")));
-        assert!(!secret_matches("s3cret", Some("Bearer s3cre")));
-        assert!(!secret_matches("s3cret", Some("Bearer s3cret2")));
-        assert!(!secret_matches("s3cret", Some("s3cret")));
-        assert!(!secret_matches("s3cret", None));
-    }
 }

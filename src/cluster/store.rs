@@ -30,10 +30,10 @@ const STATE_MACHINE: &str = "state_machine";
 const SNAPSHOT: &str = "snapshot";
 
 /// The storage file's name inside `data_dir`.
-pub const FILE: &str = "raft.redb";
+pub(crate) const FILE: &str = "raft.redb";
 
 #[derive(Debug, thiserror::Error)]
-pub enum DbError {
+pub(crate) enum DbError {
     #[error("redb: {0}")]
     Redb(Box<redb::Error>),
     #[error("corrupt record: {0}")]
@@ -66,13 +66,13 @@ fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: DbError) -> StorageErr
 
 /// The shared database handle.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     db: Arc<Database>,
 }
 
 impl Store {
     /// Opens (or creates) the storage file in `dir`.
-    pub fn open(dir: &Path) -> Result<Store, DbError> {
+    pub(crate) fn open(dir: &Path) -> Result<Store, DbError> {
         std::fs::create_dir_all(dir).map_err(|e| DbError::Redb(Box::new(redb::Error::Io(e))))?;
         let db = Database::create(dir.join(FILE))?;
         let txn = db.begin_write()?;
@@ -83,7 +83,7 @@ impl Store {
     }
 
     /// The log store and the state machine over this file.
-    pub async fn split(
+    pub(crate) async fn split(
         &self,
         changes: watch::Sender<Arc<PoolState>>,
     ) -> Result<(LogStore, StateMachine), DbError> {
@@ -150,7 +150,7 @@ fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, DbError> {
 
 /// The Raft log, vote and committed index.
 #[derive(Clone)]
-pub struct LogStore {
+pub(crate) struct LogStore {
     store: Store,
 }
 
@@ -320,7 +320,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 mod state_machine;
 
 use state_machine::SmData;
-pub use state_machine::{SnapshotBuilder, StateMachine};
+pub(crate) use state_machine::StateMachine;
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@ use openraft::SnapshotPolicy;
 use tokio::sync::watch;
 
 use super::network::{Network, PeerHttp};
-use super::pool_state::PoolState;
+use super::pool_state::{DynamicBackend, PoolState};
 use super::store::Store;
 use super::types::{Command, Node, Raft};
 
@@ -40,7 +40,7 @@ async fn start(dir: &std::path::Path) -> (Raft, watch::Receiver<Arc<PoolState>>)
     let (tx, rx) = watch::channel(Arc::new(PoolState::default()));
     let (log, sm) = store.split(tx).await.unwrap();
     let network = Network {
-        http: PeerHttp::new("unused-secret".into()),
+        http: PeerHttp::new(crate::secret::Secret::new("unused-secret").expect("not empty")),
     };
     let raft = Raft::new(1, Arc::new(config), network, log, sm)
         .await
@@ -49,14 +49,15 @@ async fn start(dir: &std::path::Path) -> (Raft, watch::Receiver<Arc<PoolState>>)
 }
 
 fn upsert(i: usize) -> Command {
-    Command::UpsertBackend {
-        name: format!("b{}", i % 7),
-        url: format!("http://127.0.0.1:{}", 1000 + i),
-        weight: 1,
-        max_concurrency: 1,
+    let backend = serde_json::json!({
+        "name": format!("b{}", i % 7),
+        "url": format!("http://127.0.0.1:{}", 1000 + i),
+    });
+    Command::UpsertBackend(DynamicBackend {
+        backend: serde_json::from_value(backend).unwrap(),
         expires_at_ms: None,
         ttl_ms: None,
-    }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +93,10 @@ async fn snapshots_bound_the_log_and_restart_keeps_everything() {
     let pool = rx.borrow().clone();
     assert_eq!(pool.backends.len(), 7);
     // The last write to b4 was i = 53.
-    assert_eq!(pool.backends["b4"].url, "http://127.0.0.1:1053");
+    assert_eq!(
+        pool.backends["b4"].backend.url.base(),
+        "http://127.0.0.1:1053"
+    );
     raft.shutdown().await.unwrap();
     drop(raft);
 

@@ -6,8 +6,10 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+use super::pool_state::DynamicBackend;
+
 /// A replica's Raft id (`cluster.node_id`).
-pub type NodeId = u64;
+pub(crate) type NodeId = u64;
 
 /// How to reach a replica: its Raft RPC address and, when known, its admin API.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,17 +34,9 @@ impl fmt::Display for Node {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
-    UpsertBackend {
-        name: String,
-        url: String,
-        weight: u32,
-        max_concurrency: usize,
-        /// Registration lease: the backend leaves the pool after this instant (Unix ms).
-        expires_at_ms: Option<u64>,
-        /// The lease length a heartbeat without its own `ttl` renews by.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ttl_ms: Option<u64>,
-    },
+    /// Adds or replaces a backend (with its lease, if any); its fields sit at the top
+    /// level of the entry.
+    UpsertBackend(DynamicBackend),
     RemoveBackend {
         name: String,
     },
@@ -86,10 +80,10 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
-pub type Vote = openraft::Vote<NodeId>;
+pub(crate) type Raft = openraft::Raft<TypeConfig>;
+pub(crate) type StorageError = openraft::StorageError<NodeId>;
+pub(crate) type LogId = openraft::LogId<NodeId>;
+pub(crate) type Entry = openraft::Entry<TypeConfig>;
+pub(crate) type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+pub(crate) type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
+pub(crate) type Vote = openraft::Vote<NodeId>;

@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-#[derive(Debug, Clone)]
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
     pub node_id: u64,
     /// Where peer Raft RPCs are served.
@@ -23,7 +25,7 @@ pub struct ClusterConfig {
     /// `cluster.listen`.
     pub peers: BTreeMap<u64, String>,
     /// Shared secret every peer RPC carries.
-    pub secret: String,
+    pub secret: Secret,
     pub heartbeat: Duration,
     /// Election timeout is drawn from `[election_timeout, 2 × election_timeout)`.
     pub election_timeout: Duration,
@@ -66,7 +68,7 @@ struct RawCluster {
     data_dir: PathBuf,
     #[serde(deserialize_with = "peers")]
     peers: BTreeMap<u64, String>,
-    secret: String,
+    secret: Secret,
     #[serde(
         default = "default_heartbeat",
         deserialize_with = "super::de::duration"
@@ -97,7 +99,7 @@ impl TryFrom<RawCluster> for ClusterConfig {
                 r.node_id
             ));
         }
-        let secret = expand_env(&r.secret)?;
+        let secret = r.secret;
         if secret.len() < 8 {
             return Err("secret must be at least 8 characters".into());
         }
@@ -120,17 +122,6 @@ impl TryFrom<RawCluster> for ClusterConfig {
             heartbeat: r.heartbeat,
             election_timeout: r.election_timeout,
         })
-    }
-}
-
-/// `${VAR}` takes the secret from the environment.
-fn expand_env(raw: &str) -> Result<String, String> {
-    let raw = raw.trim();
-    match raw.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
-        Some(var) => std::env::var(var)
-            .map(|v| v.trim().to_string())
-            .map_err(|_| format!("secret names ${{{var}}}, which is not set")),
-        None => Ok(raw.to_string()),
     }
 }
 

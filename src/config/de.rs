@@ -14,14 +14,27 @@ use super::BackendConfig;
 // error with the scalar's position only while the scalar is being visited; later it
 // points at the enclosing mapping.
 
-/// `500ms`, `2s`, `5m`, or a bare number of seconds.
-pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// `500ms`, `2s`, `5m`, or a bare number of seconds: the one reading of a duration,
+/// in the config file and in admin API bodies (a lease's `ttl`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    match t.parse::<f64>() {
+        Ok(secs) => {
+            Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration '{text}': {e}"))
+        }
+        Err(_) => humantime::parse_duration(t)
+            .map_err(|e| format!("invalid duration '{text}': {e} (expected e.g. 500ms, 2s, 5m)")),
+    }
+}
+
+/// A duration in YAML: a number of seconds or a string [`parse_duration`] reads.
+pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     d.deserialize_any(DurationVisitor { positive: false })
 }
 
 /// A duration that must be more than zero: a zero deadline would cut every
 /// connection, a zero probe interval would spin.
-pub fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(super) fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     d.deserialize_any(DurationVisitor { positive: true })
 }
 
@@ -52,12 +65,7 @@ impl Visitor<'_> for DurationVisitor {
         self.check(d)
     }
     fn visit_str<E: de::Error>(self, t: &str) -> Result<Duration, E> {
-        let d = humantime::parse_duration(t.trim()).map_err(|e| {
-            E::custom(format!(
-                "invalid duration '{t}': {e} (expected e.g. 500ms, 2s, 5m)"
-            ))
-        })?;
-        self.check(d)
+        self.check(parse_duration(t).map_err(E::custom)?)
     }
 }
 
@@ -83,20 +91,20 @@ impl<T: TryFrom<u64>> Visitor<'_> for Positive<T> {
     }
 }
 
-pub fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+pub(super) fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     d.deserialize_u64(Positive(std::marker::PhantomData))
 }
 
-pub fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+pub(super) fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     d.deserialize_u64(Positive(std::marker::PhantomData))
 }
 
-pub fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(super) fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     d.deserialize_u64(Positive(std::marker::PhantomData))
 }
 
 /// A percentage, 0 to 100.
-pub fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+pub(super) fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     let v = u64::deserialize(d)?;
     u8::try_from(v)
         .ok()
@@ -105,7 +113,7 @@ pub fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
 }
 
 /// The affinity load bound: a factor over the average load, at least 1.
-pub fn load_bound<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+pub(super) fn load_bound<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     struct BoundVisitor;
     impl Visitor<'_> for BoundVisitor {
         type Value = f64;
@@ -138,7 +146,9 @@ fn parse_addr<E: de::Error>(s: &str) -> Result<SocketAddr, E> {
 }
 
 /// `listen: ADDR` or `listen: [ADDR, ...]`.
-pub fn one_or_many_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+pub(super) fn one_or_many_addrs<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<SocketAddr>, D::Error> {
     struct AddrsVisitor;
     impl<'de> Visitor<'de> for AddrsVisitor {
         type Value = Vec<SocketAddr>;
@@ -163,11 +173,11 @@ pub fn one_or_many_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAd
 }
 
 /// Backend names appear in metrics labels, headers and URLs of the admin API.
-pub fn backend_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(super) fn backend_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     d.deserialize_str(StrVisitor(check_backend_name))
 }
 
-pub fn check_backend_name(name: &str) -> Result<String, String> {
+pub(super) fn check_backend_name(name: &str) -> Result<String, String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -195,7 +205,9 @@ impl<T> Visitor<'_> for StrVisitor<T> {
 }
 
 /// The backend list, rejecting a name used twice at the element that repeats it.
-pub fn unique_backends<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<BackendConfig>, D::Error> {
+pub(super) fn unique_backends<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<BackendConfig>, D::Error> {
     struct BackendsVisitor;
     impl<'de> Visitor<'de> for BackendsVisitor {
         type Value = Vec<BackendConfig>;

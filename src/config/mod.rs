@@ -2,6 +2,8 @@
 //! YAML. Validation happens while deserializing so that every error carries the
 //! `file:line:col` of the offending value.
 
+#![warn(unreachable_pub)]
+
 mod cluster;
 mod de;
 mod error;
@@ -16,7 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// A parsed, validated configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Addresses of the drop-in Ollama endpoint (one address or a list).
@@ -53,13 +55,14 @@ pub struct Config {
     pub state_dir: Option<std::path::PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     #[serde(default = "defaults::admin_listen")]
     pub listen: SocketAddr,
+    /// Resolved when the file is read (`${VAR}` included).
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<crate::secret::Secret>,
     #[serde(default)]
     pub token_file: Option<std::path::PathBuf>,
 }
@@ -94,7 +97,7 @@ impl Strategy {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     #[serde(default)]
@@ -143,7 +146,7 @@ impl Default for RoutingConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     #[serde(
@@ -214,7 +217,7 @@ impl Default for HealthConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutConfig {
     /// TCP connect to a backend.
@@ -269,7 +272,10 @@ impl Default for TimeoutConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A backend: a YAML entry, a run-time backend from the admin API, an entry of the
+/// state file and of the replicated pool. Every one is made by deserializing, so every
+/// one passed the same checks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     #[serde(deserialize_with = "de::backend_name")]
@@ -285,7 +291,7 @@ pub struct BackendConfig {
     pub weight: u32,
 }
 
-pub use de::BackendUrl;
+pub use de::{parse_duration, BackendUrl};
 
 impl Config {
     /// Reads and validates a configuration file.
@@ -309,90 +315,90 @@ mod defaults {
     use std::net::SocketAddr;
     use std::time::Duration;
 
-    pub fn listen() -> Vec<SocketAddr> {
+    pub(super) fn listen() -> Vec<SocketAddr> {
         vec![SocketAddr::from(([0, 0, 0, 0], 11434))]
     }
-    pub fn admin_listen() -> SocketAddr {
+    pub(super) fn admin_listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 11435))
     }
-    pub fn threads() -> usize {
+    pub(super) fn threads() -> usize {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     }
-    pub fn shutdown_grace() -> Duration {
+    pub(super) fn shutdown_grace() -> Duration {
         Duration::from_secs(30)
     }
-    pub fn affinity_header() -> String {
+    pub(super) fn affinity_header() -> String {
         "X-Corral-Session".to_string()
     }
-    pub fn yes() -> bool {
+    pub(super) fn yes() -> bool {
         true
     }
-    pub fn max_retries() -> usize {
+    pub(super) fn max_retries() -> usize {
         2
     }
-    pub fn retry_after() -> Duration {
+    pub(super) fn retry_after() -> Duration {
         Duration::from_secs(2)
     }
-    pub fn bound() -> f64 {
+    pub(super) fn bound() -> f64 {
         1.25
     }
-    pub fn queue_size() -> usize {
+    pub(super) fn queue_size() -> usize {
         1024
     }
     /// As long as `first_byte`: a request waits in corral as long as plain Ollama
     /// would have kept it waiting, unless its client gives up first.
-    pub fn queue_timeout() -> Duration {
+    pub(super) fn queue_timeout() -> Duration {
         Duration::from_secs(600)
     }
-    pub fn eject_after() -> u32 {
+    pub(super) fn eject_after() -> u32 {
         3
     }
-    pub fn eject_base() -> Duration {
+    pub(super) fn eject_base() -> Duration {
         Duration::from_secs(5)
     }
-    pub fn eject_max() -> Duration {
+    pub(super) fn eject_max() -> Duration {
         Duration::from_secs(120)
     }
-    pub fn busy_backoff() -> Duration {
+    pub(super) fn busy_backoff() -> Duration {
         Duration::from_secs(5)
     }
-    pub fn max_ejection_percent() -> u8 {
+    pub(super) fn max_ejection_percent() -> u8 {
         50
     }
-    pub fn health_interval() -> Duration {
+    pub(super) fn health_interval() -> Duration {
         Duration::from_secs(2)
     }
-    pub fn health_timeout() -> Duration {
+    pub(super) fn health_timeout() -> Duration {
         Duration::from_secs(2)
     }
-    pub fn rise() -> u32 {
+    pub(super) fn rise() -> u32 {
         2
     }
-    pub fn fall() -> u32 {
+    pub(super) fn fall() -> u32 {
         2
     }
-    pub fn connect() -> Duration {
+    pub(super) fn connect() -> Duration {
         Duration::from_secs(3)
     }
-    pub fn first_byte() -> Duration {
+    pub(super) fn first_byte() -> Duration {
         Duration::from_secs(600)
     }
-    pub fn idle() -> Duration {
+    pub(super) fn idle() -> Duration {
         Duration::from_secs(120)
     }
-    pub fn client() -> Duration {
+    pub(super) fn client() -> Duration {
         Duration::from_secs(60)
     }
-    pub fn header() -> Duration {
+    pub(super) fn header() -> Duration {
         Duration::from_secs(10)
     }
-    pub fn client_body() -> Duration {
+    pub(super) fn client_body() -> Duration {
         Duration::from_secs(60)
     }
-    pub fn max_concurrency() -> usize {
+    pub(super) fn max_concurrency() -> usize {
         1
     }
-    pub fn weight() -> u32 {
+    pub(super) fn weight() -> u32 {
         1
     }
 }

@@ -210,3 +210,16 @@ fn zero_deadlines_and_a_zero_probe_interval_are_refused() {
     }
     assert!(Config::parse("shutdown_grace: 0s", "c.yaml").is_ok());
 }
+
+#[test]
+fn one_duration_reading_for_files_and_api_bodies() {
+    use std::time::Duration;
+    assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+    assert_eq!(parse_duration(" 500ms "), Ok(Duration::from_millis(500)));
+    assert!(parse_duration("-1").is_err());
+    let e = parse_duration("soon").unwrap_err();
+    assert!(e.starts_with("invalid duration 'soon'"), "{e}");
+    // A quoted number in YAML is seconds, as an unquoted one is.
+    let c = Config::parse("health: {interval: '3'}", "t").unwrap();
+    assert_eq!(c.health.interval, Duration::from_secs(3));
+}

@@ -2,9 +2,11 @@
 //! hysteresis, and refreshes what each backend holds. Runs as a Pingora background
 //! service so it lives on Pingora's runtime.
 
+#![warn(unreachable_pub)]
+
 mod probe;
 
-pub use probe::{probe, Probe, ProbeError};
+pub use probe::probe;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -33,7 +33,7 @@ pub enum ProbeError {
 
 /// A real `/api/tags` is a few hundred bytes per model; this fits thousands of models
 /// and keeps a box listing 100,000 (or streaming forever) from costing memory.
-pub const MAX_PROBE_BODY: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_PROBE_BODY: usize = 4 * 1024 * 1024;
 
 pub struct Probe {
     pub addr: SocketAddr,
@@ -42,7 +42,7 @@ pub struct Probe {
 
 /// The backend's address; a lookup that does not answer within `timeout` fails (the
 /// resolver thread is left to finish on its own: getaddrinfo cannot be cancelled).
-pub async fn resolve(url: &BackendUrl, timeout: Duration) -> Result<SocketAddr, ProbeError> {
+pub(crate) async fn resolve(url: &BackendUrl, timeout: Duration) -> Result<SocketAddr, ProbeError> {
     let fail = |why: String| ProbeError::Resolve(url.authority.clone(), why);
     let lookup = tokio::net::lookup_host((url.host.as_str(), url.port));
     let within = humantime::format_duration(timeout);

@@ -1,15 +1,19 @@
 //! The backend pool: the current `RoutingTable` behind an `ArcSwap`, and the registry of
 //! live per-backend state that outlives table rebuilds.
 
+#![warn(unreachable_pub)]
+
 mod passive;
 mod residency;
 mod state;
 mod table;
+pub mod writer;
 
-pub use passive::{now_ms, EjectPolicy, FailureVerdict, PassiveHealth};
-pub use residency::{ModelInFlight, ModelUse, Residency, ResidentModel};
+pub use passive::{now_ms, EjectPolicy, FailureVerdict};
+pub use residency::{ModelInFlight, ModelUse};
 pub use state::{BackendState, HealthChange, InFlight, Inventory, SlotWatcher};
 pub use table::{Backend, RoutingTable};
+pub use writer::{Durability, PoolWriter, Upserted};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -20,7 +20,6 @@ pub struct PassiveHealth {
     /// Ejections in a row without a success in between: the backoff exponent.
     ejections: AtomicU32,
     ejected_until: AtomicU64,
-    total_ejections: AtomicU64,
     busy_until: AtomicU64,
     busy_capacity: AtomicUsize,
 }
@@ -52,10 +51,6 @@ impl PassiveHealth {
     /// Ejected before and not yet proven good again.
     pub fn on_probation(&self) -> bool {
         self.ejections.load(Ordering::Relaxed) > 0 && !self.is_ejected()
-    }
-
-    pub fn total_ejections(&self) -> u64 {
-        self.total_ejections.load(Ordering::Relaxed)
     }
 
     /// The capacity routing should assume, given the configured one.
@@ -98,7 +93,6 @@ impl PassiveHealth {
         let backoff = policy.base.saturating_mul(1 << k).min(policy.max);
         self.ejected_until
             .store(now_ms() + backoff.as_millis() as u64, Ordering::Relaxed);
-        self.total_ejections.fetch_add(1, Ordering::Relaxed);
         FailureVerdict::Ejected(backoff)
     }
 
@@ -110,14 +104,6 @@ impl PassiveHealth {
             .store(in_flight.saturating_sub(1), Ordering::Relaxed);
         self.busy_until
             .store(now_ms() + period.as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Lifts an ejection early, e.g. when an active probe shows the box answering again
-    /// is not enough by itself; kept for tests and admin actions.
-    pub fn clear(&self) {
-        self.ejected_until.store(0, Ordering::Relaxed);
-        self.ejections.store(0, Ordering::Relaxed);
-        self.consecutive_failures.store(0, Ordering::Relaxed);
     }
 }
 

@@ -183,8 +183,9 @@ impl BackendState {
         HealthChange::Unchanged
     }
 
-    /// Takes the backend out at once, e.g. when its address no longer resolves.
-    pub fn mark_down(&self) {
+    /// Takes the backend out at once (routing tests start from a failed probe).
+    #[cfg(test)]
+    pub(crate) fn mark_down(&self) {
         self.probed.store(true, Ordering::Relaxed);
         self.healthy.store(false, Ordering::Relaxed);
         self.consecutive_ok.store(0, Ordering::Relaxed);
@@ -223,10 +224,6 @@ impl InFlight {
             state: state.clone(),
             watcher,
         }
-    }
-
-    pub fn backend(&self) -> &Arc<BackendState> {
-        &self.state
     }
 }
 

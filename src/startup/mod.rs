@@ -3,6 +3,8 @@
 //! and (in `listeners`) the sockets, bound before Pingora starts so that a taken port is
 //! an error at start-up instead of a retry loop behind a ready `/readyz`.
 
+#![warn(unreachable_pub)]
+
 pub mod listeners;
 
 use std::net::SocketAddr;
@@ -11,8 +13,6 @@ use crate::admin::auth::TokenError;
 use crate::admin::persist::PersistError;
 use crate::config::Config;
 use crate::pool::Pool;
-
-pub use listeners::Listeners;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -51,7 +51,7 @@ pub fn validate(config: &Config) -> Result<(), StartupError> {
     crate::admin::auth::check_config(config)?;
     check_addresses(config)?;
     if let Some(cluster) = &config.cluster {
-        crate::cluster::node::raft_config(cluster).map_err(StartupError::Cluster)?;
+        crate::cluster::raft_config(cluster).map_err(StartupError::Cluster)?;
     }
     Ok(())
 }

@@ -31,7 +31,7 @@ struct StoredSnapshot {
 }
 
 /// The replicated pool, applied from the log. Each change is published on `changes`.
-pub struct StateMachine {
+pub(crate) struct StateMachine {
     pub(super) store: Store,
     pub(super) data: SmData,
     pub(super) changes: watch::Sender<Arc<PoolState>>,
@@ -143,7 +143,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 /// Builds a snapshot of the state machine as it was when the builder was made.
-pub struct SnapshotBuilder {
+pub(crate) struct SnapshotBuilder {
     store: Store,
     data: SmData,
 }

@@ -22,6 +22,7 @@ fn openraft_storage_suite() {
 
 #[tokio::test]
 async fn state_survives_reopen() {
+    use crate::cluster::pool_state::DynamicBackend;
     use crate::cluster::types::Command;
     use openraft::{CommittedLeaderId, EntryPayload, LogId};
     let dir = tempfile::tempdir().unwrap();
@@ -32,14 +33,12 @@ async fn state_survives_reopen() {
         log.save_vote(&Vote::new(3, 2)).await.unwrap();
         let entry = Entry {
             log_id: LogId::new(CommittedLeaderId::new(3, 2), 1),
-            payload: EntryPayload::Normal(Command::UpsertBackend {
-                name: "a".into(),
-                url: "http://127.0.0.1:1".into(),
-                weight: 1,
-                max_concurrency: 1,
+            payload: EntryPayload::Normal(Command::UpsertBackend(DynamicBackend {
+                backend: serde_json::from_str(r#"{"name":"a","url":"http://127.0.0.1:1"}"#)
+                    .unwrap(),
                 expires_at_ms: None,
                 ttl_ms: None,
-            }),
+            })),
         };
         sm.apply([entry]).await.unwrap();
     }

@@ -1,12 +1,14 @@
-//! Admin API errors: `{"error": "...", "code": "..."}` with a fitting status, as the
-//! contract says; the CLI prints `error` as its one line.
+//! The admin API's one error answer, whichever module fails (a handler, the local or
+//! the Raft pool writer, a cluster endpoint): `{"error": "...", "code": "..."}` with a
+//! fitting status, as the contract says; the CLI prints `error` as its one line.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
@@ -41,22 +43,27 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
+
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let unauthorized = self.status == StatusCode::UNAUTHORIZED;
+        let status = self.status;
         let mut r = (
-            self.status,
+            status,
             Json(json!({ "error": self.message, "code": self.code })),
         )
             .into_response();
-        if unauthorized {
+        let headers = r.headers_mut();
+        if status == StatusCode::UNAUTHORIZED {
             // RFC 9110: a 401 names the scheme the client should use.
-            r.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
+            // No quorum or a member still starting: worth a retry soon.
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         r
     }
