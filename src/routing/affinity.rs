@@ -27,7 +27,7 @@ pub fn rendezvous_order(key: u64, cands: &[Candidate]) -> Vec<usize> {
 /// The index of the backend `key` goes to and whether it is the key's first choice, or
 /// `None` when every candidate would exceed its bound or is full.
 pub fn bounded_pick(key: u64, cands: &[Candidate], bound: f64) -> Option<(usize, bool)> {
-    let total_load: usize = cands.iter().map(|c| c.load).sum::<usize>() + 1;
+    let total_load: usize = cands.iter().map(|c| c.in_flight).sum::<usize>() + 1;
     let total_cap: usize = cands.iter().map(|c| c.capacity).sum::<usize>().max(1);
     let order = rendezvous_order(key, cands);
     order.iter().enumerate().find_map(|(rank, &i)| {
@@ -37,6 +37,6 @@ pub fn bounded_pick(key: u64, cands: &[Candidate], bound: f64) -> Option<(usize,
         // re-evaluation of the conversation's history and buys no shorter queue.
         let share = (bound * total_load as f64 * c.capacity as f64 / total_cap as f64).ceil();
         let allowed = share.max((c.capacity as f64 / 2.0).ceil());
-        (c.has_free_slot() && (c.load + 1) as f64 <= allowed).then_some((i, rank == 0))
+        (c.has_free_slot() && (c.in_flight + 1) as f64 <= allowed).then_some((i, rank == 0))
     })
 }

@@ -28,14 +28,15 @@ pub enum NoRoute {
 #[derive(Debug, Clone)]
 pub struct Candidate<'a> {
     pub backend: &'a Arc<Backend>,
-    pub load: usize,
+    /// Requests corral has out at the backend now.
+    pub in_flight: usize,
     pub capacity: usize,
     pub resident: bool,
 }
 
 impl Candidate<'_> {
     pub fn has_free_slot(&self) -> bool {
-        self.load < self.capacity
+        self.in_flight < self.capacity
     }
 
     pub fn name(&self) -> &str {
@@ -46,7 +47,7 @@ impl Candidate<'_> {
 fn candidate<'a>(b: &'a Arc<Backend>, model: Option<&ModelName>) -> Candidate<'a> {
     Candidate {
         backend: b,
-        load: b.state.in_flight(),
+        in_flight: b.state.in_flight(),
         capacity: b.capacity(),
         resident: model.is_some_and(|m| b.state.has_resident(m)),
     }

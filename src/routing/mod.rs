@@ -255,7 +255,7 @@ impl Router {
         let idle: Vec<usize> = cheapest
             .iter()
             .copied()
-            .filter(|&i| found[i].load == 0)
+            .filter(|&i| found[i].in_flight == 0)
             .collect();
         let pool = if idle.is_empty() { cheapest } else { idle };
         choose(found, &pool, req.key, bound, turn, RouteReason::Cold)
@@ -324,7 +324,7 @@ fn emptier(a: &Candidate, b: &Candidate) -> bool {
         (0, _) => false,
         (_, 0) => true,
         // a/ca < b/cb  ⇔  a·cb < b·ca, without floats.
-        (ca, cb) => a.load * cb < b.load * ca,
+        (ca, cb) => a.in_flight * cb < b.in_flight * ca,
     }
 }
 

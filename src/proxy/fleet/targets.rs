@@ -65,7 +65,7 @@ impl CorralProxy {
                 let least = found
                     .list
                     .iter()
-                    .min_by_key(|c| (c.load * 1000) / c.capacity.max(1))
+                    .min_by_key(|c| (c.in_flight * 1000) / c.capacity.max(1))
                     .ok_or(NoRoute::NoHealthy)?;
                 (least.backend.clone(), "least_loaded")
             }
