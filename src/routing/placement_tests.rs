@@ -296,7 +296,7 @@ fn with_no_box_holding_the_model_the_cheapest_eviction_wins() {
 
 proptest! {
     // A fixed seed: these cases are whole fleet simulations, and CI must judge the
-    // code, not the draw (PROPTEST_RNG_SEED=random explores new fleets locally).
+    // code, not the draw (change the seed to explore other fleets).
     #![proptest_config(ProptestConfig {
         cases: 48,
         rng_seed: proptest::test_runner::RngSeed::Fixed(0xc0_77a1),
