@@ -187,11 +187,14 @@ impl Residency {
                     None => Arc::new(ResidentModel::new(m.clone(), sent, 0, false)),
                 })
                 .collect();
-            // Loads corral started after the probe left are not in its answer yet.
+            // Not in the answer yet: loads corral started after the probe left, and
+            // models corral has requests out for here — Ollama lists a model only once
+            // its load is done, so a probe that arrives mid-load does not show it.
             models.extend(
                 b.models
                     .iter()
-                    .filter(|r| r.learned && r.since >= sent && !observed.contains(&r.model))
+                    .filter(|r| !observed.contains(&r.model))
+                    .filter(|r| (r.learned && r.since >= sent) || r.in_flight() > 0)
                     .cloned(),
             );
             let evicted = b
@@ -268,5 +271,19 @@ mod tests {
         assert!(r.is_full());
         r.apply_probe(&[], now_ms() + 1);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_probe_that_arrives_mid_load_does_not_drop_the_model() {
+        let r = Residency::default();
+        r.apply_probe(&[], now_ms());
+        let loading = r.use_model(&m("a"));
+        assert!(loading.loads);
+        // Sent after the load began, answered before it finished: `a` is not listed.
+        r.apply_probe(&[], now_ms() + 1);
+        assert!(r.contains(&m("a")), "requests are out for it: it is loading");
+        drop(loading);
+        r.apply_probe(&[], now_ms() + 2);
+        assert!(!r.contains(&m("a")), "nothing out for it and not listed: gone");
     }
 }
