@@ -37,4 +37,4 @@ bench-routing: deps
 		apt-cache policy nginx-light 2>/dev/null | grep -q 'Candidate: [0-9]' || pkg=nginx; \
 		echo "installing $$pkg (the benchmark's baseline)"; \
 		$(SUDO) apt-get install -y -qq $$pkg; }
-	$(CARGO) bench --bench routing_quality -- $(if $(QUICK),--quick) $(ARGS)
+	$(CARGO) bench --bench routing_quality -- $(if $(filter-out 0,$(QUICK)),--quick) $(ARGS)
