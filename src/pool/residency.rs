@@ -281,9 +281,15 @@ mod tests {
         assert!(loading.loads);
         // Sent after the load began, answered before it finished: `a` is not listed.
         r.apply_probe(&[], now_ms() + 1);
-        assert!(r.contains(&m("a")), "requests are out for it: it is loading");
+        assert!(
+            r.contains(&m("a")),
+            "requests are out for it: it is loading"
+        );
         drop(loading);
         r.apply_probe(&[], now_ms() + 2);
-        assert!(!r.contains(&m("a")), "nothing out for it and not listed: gone");
+        assert!(
+            !r.contains(&m("a")),
+            "nothing out for it and not listed: gone"
+        );
     }
 }
