@@ -348,7 +348,7 @@ async fn a_lease_expires_everywhere_and_a_minority_cannot_commit() {
     // Registered and renewed with the client commands (`--ttl` in seconds).
     let (api, url) = (admin_url(g.get(leader)), sim.url());
     let (ok, out, err) = tokio::task::spawn_blocking(move || {
-        cli(&[
+        corral_cli(&[
             "backend",
             "add",
             "leased",
@@ -371,7 +371,7 @@ async fn a_lease_expires_everywhere_and_a_minority_cannot_commit() {
     // One heartbeat (on a follower) keeps it; then it lapses.
     let api = admin_url(g.get((leader + 1) % 3));
     let (ok, out, err) = tokio::task::spawn_blocking(move || {
-        cli(&["backend", "heartbeat", "leased", "--api-url", &api])
+        corral_cli(&["backend", "heartbeat", "leased", "--api-url", &api])
     })
     .await
     .unwrap();
@@ -458,19 +458,6 @@ async fn a_lease_expires_everywhere_and_a_minority_cannot_commit() {
     .await;
 }
 
-/// Runs the `corral` binary; returns (exit ok, stdout, stderr).
-fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run corral");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_joins_and_leaves_through_the_cli() {
     let sim = start_sim(&["--models", "llama3"]);
@@ -526,7 +513,7 @@ async fn a_replica_joins_and_leaves_through_the_cli() {
     let follower = admin_url(g.get((leader + 1) % 3));
     let addr = format!("127.0.0.1:{}", g.raft_ports[3]);
     let (ok, out, err) = tokio::task::spawn_blocking(move || {
-        cli(&["cluster", "add-peer", "4", &addr, "--api-url", &follower])
+        corral_cli(&["cluster", "add-peer", "4", &addr, "--api-url", &follower])
     })
     .await
     .unwrap();
@@ -552,7 +539,7 @@ async fn a_replica_joins_and_leaves_through_the_cli() {
     let leader_api = admin_url(g.get(leader));
     let api = leader_api.clone();
     let (ok, out, err) =
-        tokio::task::spawn_blocking(move || cli(&["cluster", "status", "--api-url", &api]))
+        tokio::task::spawn_blocking(move || corral_cli(&["cluster", "status", "--api-url", &api]))
             .await
             .unwrap();
     assert!(
@@ -562,7 +549,7 @@ async fn a_replica_joins_and_leaves_through_the_cli() {
 
     let api = leader_api.clone();
     let (ok, out, err) = tokio::task::spawn_blocking(move || {
-        cli(&["cluster", "remove-peer", "4", "--api-url", &api])
+        corral_cli(&["cluster", "remove-peer", "4", "--api-url", &api])
     })
     .await
     .unwrap();
@@ -571,7 +558,7 @@ async fn a_replica_joins_and_leaves_through_the_cli() {
     assert_eq!(s["members"].as_array().map(Vec::len), Some(3), "{s}");
     let api = leader_api.clone();
     let (ok, _, err) = tokio::task::spawn_blocking(move || {
-        cli(&["cluster", "remove-peer", "9", "--api-url", &api])
+        corral_cli(&["cluster", "remove-peer", "9", "--api-url", &api])
     })
     .await
     .unwrap();
@@ -583,7 +570,7 @@ async fn a_replica_joins_and_leaves_through_the_cli() {
     let api = admin_url(g.get(rest[0]));
     let id = (leader + 1).to_string();
     let (ok, out, err) = tokio::task::spawn_blocking(move || {
-        cli(&["cluster", "remove-peer", &id, "--api-url", &api])
+        corral_cli(&["cluster", "remove-peer", &id, "--api-url", &api])
     })
     .await
     .unwrap();

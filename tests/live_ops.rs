@@ -182,12 +182,7 @@ async fn an_invalid_file_keeps_the_running_config() {
     // Still the old pool, still serving.
     assert_eq!(backend_names(&c).await, vec!["a"]);
     assert_eq!(generate(&c, "llama3").await.status(), 200);
-    let metrics = reqwest::get(format!("{}/metrics", admin_url(&c)))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = scrape(&c).await;
     assert!(
         metrics.contains(r#"corral_config_reloads_total{result="failure"} 1"#),
         "{metrics}"

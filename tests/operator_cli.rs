@@ -12,20 +12,6 @@ use std::sync::mpsc;
 use common::*;
 use serde_json::{json, Value};
 
-fn corral_cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("CORRAL_ADMIN_TOKEN")
-        .env_remove("CORRAL_API_URL")
-        .output()
-        .expect("run corral");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 fn hangup(pid: u32) {
     let ok = Command::new("kill")
         .args(["-HUP", &pid.to_string()])

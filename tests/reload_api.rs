@@ -5,31 +5,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::Value;
-
-/// What a finished `corral` client command said.
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn corral_cli(args: &[&str]) -> Out {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("CORRAL_ADMIN_TOKEN")
-        .env_remove("CORRAL_API_URL")
-        .output()
-        .expect("run corral");
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
-}
 
 /// The three lines `start_corral` put before the caller's YAML.
 fn header(c: &Corral) -> String {
@@ -83,10 +60,10 @@ async fn reload_applies_now_or_says_where_the_file_is_wrong() {
     );
 
     // An unchanged file: forced, like SIGHUP, and counted.
-    let out = corral_cli(&["reload", "--api-url", &api]);
-    assert!(out.ok, "{}", out.stderr);
+    let (ok, stdout, stderr) = corral_cli(&["reload", "--api-url", &api]);
+    assert!(ok, "{}", stderr);
     assert_eq!(
-        out.stdout.trim(),
+        stdout.trim(),
         format!("config reloaded from {file} (1 backend)")
     );
     let s = c.admin("/api/v1/status").await.expect("status");
@@ -98,9 +75,9 @@ async fn reload_applies_now_or_says_where_the_file_is_wrong() {
         &c,
         &format!("{head}backends:\n{}{}", entry("a", &a), entry("b", &b)),
     );
-    let out = corral_cli(&["reload", "--api-url", &api, "--json"]);
-    assert!(out.ok, "{}", out.stderr);
-    let v: Value = serde_json::from_str(&out.stdout).expect("json");
+    let (ok, stdout, stderr) = corral_cli(&["reload", "--api-url", &api, "--json"]);
+    assert!(ok, "{}", stderr);
+    let v: Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(v["reloaded"], true);
     assert_eq!(v["backends"], 2);
     assert_eq!(names(&c).await, ["a", "b"]);
@@ -119,10 +96,10 @@ async fn reload_applies_now_or_says_where_the_file_is_wrong() {
     assert_eq!(body["code"], "config_invalid");
     let msg = body["error"].as_str().expect("error");
     assert!(msg.starts_with(&format!("{file}:6:")), "{msg}");
-    let out = corral_cli(&["reload", "--api-url", &api]);
-    assert!(!out.ok);
-    let lines: Vec<&str> = out.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    let (ok, _, stderr) = corral_cli(&["reload", "--api-url", &api]);
+    assert!(!ok);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", stderr);
     assert!(
         lines[0].starts_with(&format!("corral: {file}:6:")),
         "{}",
@@ -144,13 +121,12 @@ async fn reload_applies_now_or_says_where_the_file_is_wrong() {
             entry("b", &b)
         ),
     );
-    let out = corral_cli(&["reload", "--api-url", &api]);
-    assert!(out.ok, "{}", out.stderr);
+    let (ok, stdout, stderr) = corral_cli(&["reload", "--api-url", &api]);
+    assert!(ok, "{}", stderr);
     assert!(
-        out.stdout
-            .contains("(1 backend); restart needed to apply: threads"),
+        stdout.contains("(1 backend); restart needed to apply: threads"),
         "{}",
-        out.stdout
+        stdout
     );
     assert_eq!(names(&c).await, ["b"]);
 }
@@ -163,18 +139,18 @@ async fn reload_needs_the_admin_token() {
     // Set a token; the reload that applies it needs none yet.
     let text = std::fs::read_to_string(c.config_path()).expect("config");
     replace_config(&c, &text.replacen("'}", "', token: s3cret}", 1));
-    let out = corral_cli(&["reload", "--api-url", &api]);
-    assert!(out.ok, "{}", out.stderr);
+    let (ok, _, stderr) = corral_cli(&["reload", "--api-url", &api]);
+    assert!(ok, "{}", stderr);
 
     let (status, body) = post_reload(&c, None).await;
     assert_eq!(status, 401, "{body}");
     let (status, _) = post_reload(&c, Some("wrong")).await;
     assert_eq!(status, 401);
-    let out = corral_cli(&["reload", "--api-url", &api]);
-    assert!(!out.ok);
-    assert!(out.stderr.contains("unauthorized"), "{}", out.stderr);
-    let out = corral_cli(&["reload", "--api-url", &api, "--token", "s3cret"]);
-    assert!(out.ok, "{}", out.stderr);
+    let (ok, _, stderr) = corral_cli(&["reload", "--api-url", &api]);
+    assert!(!ok);
+    assert!(stderr.contains("unauthorized"), "{}", stderr);
+    let (ok, _, stderr) = corral_cli(&["reload", "--api-url", &api, "--token", "s3cret"]);
+    assert!(ok, "{}", stderr);
     let (status, body) = post_reload(&c, Some("s3cret")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["backends"], 1);

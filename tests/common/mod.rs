@@ -317,6 +317,22 @@ pub async fn read_lines(resp: reqwest::Response) -> Result<Vec<String>, String> 
         .collect())
 }
 
+/// Runs the `corral` binary without the environment's admin settings; returns (exit
+/// ok, stdout, stderr).
+pub fn corral_cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("CORRAL_ADMIN_TOKEN")
+        .env_remove("CORRAL_API_URL")
+        .output()
+        .expect("run corral");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// corral's Prometheus text, from its admin API.
 pub async fn scrape(c: &Corral) -> String {
     reqwest::get(format!("{}/metrics", admin_url(c)))
