@@ -14,6 +14,7 @@ pub mod demo;
 pub mod hangup;
 pub mod health;
 pub mod log_limit;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod pool;

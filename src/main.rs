@@ -63,23 +63,9 @@ enum Command {
     Demo(corral::demo::DemoArgs),
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    corral::logging::init(cli.log_json);
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Check { config } => check(&config),
@@ -93,6 +79,7 @@ fn main() -> ExitCode {
         Command::Reload(opts) => client(corral::cli::reload(opts)),
         Command::Cluster(cmd) => client(corral::cluster::cli::run(cmd)),
     };
+    corral::logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -126,6 +126,7 @@ impl Corral {
         self.server.run(RunArgs {
             shutdown_signal: Box::new(drain),
         });
+        crate::logging::flush();
         std::process::exit(0)
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntGauge, IntGaugeVec, Opts};
+use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts};
 
 use crate::pool::Pool;
 use crate::routing::AdmissionQueue;
@@ -33,6 +33,7 @@ struct Families {
     draining: IntGaugeVec,
     queue_depth: IntGauge,
     serving: IntGauge,
+    log_dropped: IntCounter,
 }
 
 impl Families {
@@ -68,10 +69,15 @@ impl Families {
                 "1 while this replica takes proxied requests (0: maintenance mode).",
             )
             .expect("valid gauge"),
+            log_dropped: IntCounter::new(
+                "corral_log_lines_dropped_total",
+                "Log lines (access log included) dropped because the log writer fell behind.",
+            )
+            .expect("valid counter"),
         }
     }
 
-    fn all(&self) -> [&dyn Collector; 6] {
+    fn all(&self) -> [&dyn Collector; 7] {
         [
             &self.up,
             &self.in_flight,
@@ -79,6 +85,7 @@ impl Families {
             &self.draining,
             &self.queue_depth,
             &self.serving,
+            &self.log_dropped,
         ]
     }
 }
@@ -109,6 +116,7 @@ impl Collector for LiveCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let f = Families::new();
         f.serving.set(1);
+        f.log_dropped.inc_by(crate::logging::dropped_lines());
         if let Some(src) = self.source.load_full() {
             for b in &src.pool.load().backends {
                 let name = [b.name()];

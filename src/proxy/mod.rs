@@ -216,7 +216,7 @@ impl ProxyHttp for CorralProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(attempt) = ctx.attempt.as_mut() {
-            attempt.stall = stall::StallWatch::new(fd);
+            attempt.stall = Some(stall::StallWatch::new(fd));
         }
         Ok(())
     }
@@ -315,9 +315,16 @@ impl ProxyHttp for CorralProxy {
         ctx.sse = content_type.is_some_and(|v| v.starts_with(b"text/event-stream"));
         ctx.whole_answer = content_type.is_some_and(|v| v.starts_with(b"application/json"));
         ctx.framer = framing::LineFramer::for_content_type(content_type);
+        // A sized answer (every non-streamed one) usually arrives whole with its
+        // header; a stream may go silent right after it.
+        let sized = upstream_response.headers.contains_key("content-length");
         let idle = self.pool.load().config.timeouts.idle;
         if let Some(stall) = ctx.attempt.as_mut().and_then(|a| a.stall.as_mut()) {
-            stall.arm(idle);
+            if sized {
+                stall.arm_on_next_chunk(idle);
+            } else {
+                stall.arm(idle);
+            }
         }
         Ok(())
     }

@@ -27,34 +27,62 @@ struct Shared {
 }
 
 pub struct StallWatch {
+    /// The upstream connection, owned by Pingora; duplicated only when the watch starts.
+    fd: RawFd,
+    /// Set once the answer's header is in: how long the backend may stay silent.
+    idle: Option<Duration>,
+    running: Option<Running>,
+}
+
+/// A started watch: its own handle on the socket and the timer task.
+struct Running {
     shared: Arc<Shared>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl StallWatch {
-    /// Watches the upstream connection `fd` (a TCP socket owned by Pingora).
-    pub fn new(fd: RawFd) -> Option<StallWatch> {
-        // SAFETY: Pingora passes the fd of a live connection and keeps it open for the
-        // duration of the callback; we only duplicate it.
-        let owned = unsafe { BorrowedFd::borrow_raw(fd) }
-            .try_clone_to_owned()
-            .ok()?;
-        Some(StallWatch {
-            shared: Arc::new(Shared {
-                start: Instant::now(),
-                last_ms: AtomicU64::new(0),
-                socket: Mutex::new(Some(TcpStream::from(owned))),
-                fired: AtomicBool::new(false),
-            }),
-            task: None,
-        })
+    /// Will watch the upstream connection `fd` (a TCP socket owned by Pingora, open as
+    /// long as the request uses it). Nothing runs until `arm`.
+    pub fn new(fd: RawFd) -> StallWatch {
+        StallWatch {
+            fd,
+            idle: None,
+            running: None,
+        }
     }
 
     /// Starts the clock: from now on, `idle` without a `touch` breaks the connection.
     pub fn arm(&mut self, idle: Duration) {
-        self.touch();
-        let shared = self.shared.clone();
-        self.task = Some(tokio::spawn(async move {
+        self.idle = Some(idle);
+        self.start(idle);
+    }
+
+    /// As `arm`, but only from the first chunk that does not end the answer: an answer
+    /// that arrives whole with its header (every non-streamed one) then costs no timer
+    /// task and no descriptor.
+    pub fn arm_on_next_chunk(&mut self, idle: Duration) {
+        self.idle = Some(idle);
+    }
+
+    fn start(&mut self, idle: Duration) {
+        if self.running.is_some() {
+            return;
+        }
+        // SAFETY: `fd` is the connection the current request is using; Pingora keeps it
+        // open while the request's callbacks run. We only duplicate it, so the watch
+        // never acts on a descriptor number the process has since reused.
+        let Ok(owned) = unsafe { BorrowedFd::borrow_raw(self.fd) }.try_clone_to_owned() else {
+            return;
+        };
+        let shared = Arc::new(Shared {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            socket: Mutex::new(Some(TcpStream::from(owned))),
+            fired: AtomicBool::new(false),
+        });
+        let watched = shared.clone();
+        let task = tokio::spawn(async move {
+            let shared = watched;
             loop {
                 let last = Duration::from_millis(shared.last_ms.load(Ordering::Relaxed));
                 let deadline = shared.start + last + idle;
@@ -69,27 +97,40 @@ impl StallWatch {
                     return;
                 }
             }
-        }));
+        });
+        self.running = Some(Running { shared, task });
     }
 
-    /// Records data from the backend.
-    pub fn touch(&self) {
-        let ms = self.shared.start.elapsed().as_millis() as u64;
-        self.shared.last_ms.store(ms, Ordering::Relaxed);
+    /// Records data from the backend (and starts a watch `arm_on_next_chunk` deferred).
+    pub fn touch(&mut self) {
+        match &self.running {
+            Some(r) => {
+                let ms = r.shared.start.elapsed().as_millis() as u64;
+                r.shared.last_ms.store(ms, Ordering::Relaxed);
+            }
+            None => {
+                if let Some(idle) = self.idle {
+                    self.start(idle);
+                }
+            }
+        }
     }
 
     /// Stops watching; after this returns the socket is never touched.
     pub fn disarm(&mut self) {
-        let mut socket = self.shared.socket.lock().unwrap_or_else(|p| p.into_inner());
-        socket.take();
-        if let Some(t) = self.task.take() {
-            t.abort();
+        self.idle = None;
+        if let Some(r) = self.running.take() {
+            let mut socket = r.shared.socket.lock().unwrap_or_else(|p| p.into_inner());
+            socket.take();
+            r.task.abort();
         }
     }
 
     /// Whether the watch broke the connection.
     pub fn fired(&self) -> bool {
-        self.shared.fired.load(Ordering::Relaxed)
+        self.running
+            .as_ref()
+            .is_some_and(|r| r.shared.fired.load(Ordering::Relaxed))
     }
 }
 
@@ -111,7 +152,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let mut silent = TcpStream::connect(addr).unwrap();
         let _peer1 = listener.accept().unwrap();
-        let mut watch = StallWatch::new(silent.as_raw_fd()).unwrap();
+        let mut watch = StallWatch::new(silent.as_raw_fd());
         watch.arm(Duration::from_millis(50));
         // The read returns (EOF) only because the watch shut the socket down.
         let mut buf = [0u8; 8];
@@ -130,7 +171,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut kept = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut peer, _) = listener.accept().unwrap();
-        let mut watch = StallWatch::new(kept.as_raw_fd()).unwrap();
+        let mut watch = StallWatch::new(kept.as_raw_fd());
         watch.arm(Duration::from_millis(50));
         watch.disarm();
         // Far past the idle time: an armed watch would have shut the socket down.
