@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::admin::AddPeer;
 use super::ops::{ClusterStatus, MemberView, Members};
+use crate::cli::render::{fixed, table};
 use crate::cli::{AdminClient, CliError, ClientOpts};
 
 #[derive(Subcommand, Debug)]
@@ -125,22 +126,21 @@ fn render_status(s: &ClusterStatus) -> String {
 }
 
 fn render_members(members: &[MemberView]) -> String {
-    let mut out = format!(
-        "{:<4} {:<8} {:<22} {:<22} {:>8} {:>6}\n",
-        "ID", "ROLE", "RAFT ADDR", "ADMIN ADDR", "MATCHED", "LAG"
-    );
-    for m in members {
-        out.push_str(&format!(
-            "{:<4} {:<8} {:<22} {:<22} {:>8} {:>6}\n",
-            m.id,
-            m.role,
-            m.raft_addr,
-            opt(m.admin_addr.as_ref()),
-            opt(m.matched),
-            opt(m.lag),
-        ));
-    }
-    out
+    let columns = ["ID", "ROLE", "RAFT ADDR", "ADMIN ADDR", "MATCHED", "LAG"].map(fixed);
+    let rows: Vec<Vec<String>> = members
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                m.role.clone(),
+                m.raft_addr.clone(),
+                opt(m.admin_addr.as_ref()),
+                opt(m.matched),
+                opt(m.lag),
+            ]
+        })
+        .collect();
+    table(&columns, &rows, None) + "\n"
 }
 
 #[cfg(test)]
