@@ -471,6 +471,9 @@ mod tests {
         );
         assert_eq!(row.tokens_per_second_avg, Some(20.0));
         assert_eq!(json.config_reloads_failure, 1);
+        // No server yet: an empty queue, and serving (the gauges read the same).
+        assert_eq!((json.queue_depth, json.serving), (0, true));
+        assert!(text.contains("corral_serving 1"), "{text}");
     }
 
     #[test]
