@@ -19,8 +19,26 @@ impl ModelName {
         }
     }
 
+    /// `new`, except that a blank name is no model at all.
+    pub fn parse(raw: &str) -> Option<ModelName> {
+        (!raw.trim().is_empty()).then(|| ModelName::new(raw))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The part after the last `:` of the last segment (`latest`, `7b`, ...).
+    pub fn tag(&self) -> &str {
+        self.0.rsplit_once(':').map_or("latest", |(_, tag)| tag)
+    }
+
+    /// The namespace segment, `library` for official models (`/v1/models`' `owned_by`).
+    pub fn namespace(&self) -> &str {
+        let without_tag = self.0.rsplit_once(':').map_or(self.0.as_str(), |(n, _)| n);
+        let mut segments = without_tag.rsplit('/');
+        segments.next();
+        segments.next().unwrap_or("library")
     }
 }
 
@@ -45,6 +63,18 @@ mod tests {
         assert_eq!(
             ModelName::new("hf.co/u/r:Q4_K_M").as_str(),
             "hf.co/u/r:q4_k_m"
+        );
+        assert_eq!(ModelName::parse("  "), None);
+        assert_eq!(
+            ModelName::parse("Qwen2.5:7B")
+                .map(|m| m.tag().to_string())
+                .as_deref(),
+            Some("7b")
+        );
+        assert_eq!(ModelName::new("llama3").namespace(), "library");
+        assert_eq!(
+            ModelName::new("hf.co/bartowski/x:q4").namespace(),
+            "bartowski"
         );
     }
 }

@@ -6,7 +6,7 @@
 #![warn(unreachable_pub)]
 
 mod client;
-mod render;
+pub(crate) mod render;
 
 pub use client::{AdminClient, CliError};
 

@@ -8,12 +8,12 @@ pub(crate) const WIDTH: usize = 80;
 
 /// A table column: its header and, when its cells may be cut to fit the width, the
 /// narrowest it may become.
-struct Column {
+pub(crate) struct Column {
     header: &'static str,
     cut_to: Option<usize>,
 }
 
-const fn fixed(header: &'static str) -> Column {
+pub(crate) const fn fixed(header: &'static str) -> Column {
     Column {
         header,
         cut_to: None,
@@ -30,7 +30,7 @@ const fn cut(header: &'static str, min: usize) -> Column {
 /// Lays out rows under a header, columns separated by two spaces. With `fit`, the
 /// widest cuttable column gives up a character at a time until the table fits (or
 /// every cuttable column is at its narrowest), and cells are cut with `…`.
-fn table(columns: &[Column], rows: &[Vec<String>], fit: Option<usize>) -> String {
+pub(crate) fn table(columns: &[Column], rows: &[Vec<String>], fit: Option<usize>) -> String {
     let mut widths: Vec<usize> = columns.iter().map(|c| c.header.len()).collect();
     for r in rows {
         for (w, cell) in widths.iter_mut().zip(r) {

@@ -8,12 +8,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::error::ClusterError;
 use super::node::ClusterSlot;
-use super::ops::{Cluster, ClusterStatus, MembershipChange};
+use super::ops::{Cluster, ClusterStatus, Members, MembershipChange};
 use super::types::{Node, NodeId};
 use super::writes::RaftWriter;
 use crate::api_error::ApiError;
@@ -63,17 +62,19 @@ async fn status(State(slot): State<Arc<ClusterSlot>>) -> Result<Json<ClusterStat
     Ok(Json(member(&slot)?.status_with_progress().await))
 }
 
-async fn peers(State(slot): State<Arc<ClusterSlot>>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "members": member(&slot)?.status().members })))
+async fn peers(State(slot): State<Arc<ClusterSlot>>) -> Result<Json<Members>, ApiError> {
+    let members = member(&slot)?.status().members;
+    Ok(Json(Members { members }))
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/v1/cluster/peers`, as `corral cluster add-peer` sends it.
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AddPeer {
-    id: NodeId,
-    addr: String,
+pub(super) struct AddPeer {
+    pub(super) id: NodeId,
+    pub(super) addr: String,
     #[serde(default)]
-    admin_addr: Option<String>,
+    pub(super) admin_addr: Option<String>,
 }
 
 async fn add_peer(

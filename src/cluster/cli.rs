@@ -1,9 +1,15 @@
 //! `corral cluster status | peers | add-peer ID ADDR | remove-peer ID`: the cluster
 //! endpoints of a running replica's admin API, as tables or `--json`.
 
-use clap::Subcommand;
-use serde_json::{json, Value};
+use std::fmt::Display;
 
+use clap::Subcommand;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::admin::AddPeer;
+use super::ops::{ClusterStatus, MemberView, Members};
+use crate::cli::render::{fixed, table};
 use crate::cli::{AdminClient, CliError, ClientOpts};
 
 #[derive(Subcommand, Debug)]
@@ -42,16 +48,16 @@ pub enum ClusterCmd {
 pub async fn run(cmd: ClusterCmd) -> Result<(), CliError> {
     match cmd {
         ClusterCmd::Status { client } => {
-            let v = AdminClient::new(&client)?
-                .get("/api/v1/cluster/status")
-                .await?;
-            print(&client, &v, render_status(&v));
+            let path = "/api/v1/cluster/status";
+            let v = AdminClient::new(&client)?.get(path).await?;
+            let text = render_status(&typed::<ClusterStatus>(path, &v)?);
+            print(&client, &v, text);
         }
         ClusterCmd::Peers { client } => {
-            let v = AdminClient::new(&client)?
-                .get("/api/v1/cluster/peers")
-                .await?;
-            print(&client, &v, render_members(&v["members"]));
+            let path = "/api/v1/cluster/peers";
+            let v = AdminClient::new(&client)?.get(path).await?;
+            let text = render_members(&typed::<Members>(path, &v)?.members);
+            print(&client, &v, text);
         }
         ClusterCmd::AddPeer {
             id,
@@ -59,7 +65,13 @@ pub async fn run(cmd: ClusterCmd) -> Result<(), CliError> {
             admin_addr,
             client,
         } => {
-            let body = json!({ "id": id, "addr": addr, "admin_addr": admin_addr });
+            let body = AddPeer {
+                id,
+                addr: addr.clone(),
+                admin_addr,
+            };
+            let body =
+                serde_json::to_value(body).map_err(|e| CliError::Unexpected(e.to_string()))?;
             let v = AdminClient::new(&client)?
                 .post("/api/v1/cluster/peers", Some(body))
                 .await?;
@@ -83,51 +95,52 @@ fn print(opts: &ClientOpts, v: &Value, text: String) {
     }
 }
 
-fn opt(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+/// The answer as the type the server serialized.
+fn typed<T: DeserializeOwned>(path: &str, v: &Value) -> Result<T, CliError> {
+    T::deserialize(v).map_err(|e| CliError::Unexpected(format!("{path}: {e}")))
 }
 
-pub fn render_status(v: &Value) -> String {
+/// A value, or `-` when there is none.
+fn opt(v: Option<impl Display>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+fn render_status(s: &ClusterStatus) -> String {
     let mut out = format!(
         "node {}  {}  term {}  leader {}  last log {}  last applied {}\n",
-        opt(&v["node_id"]),
-        opt(&v["state"]),
-        opt(&v["term"]),
-        opt(&v["leader"]),
-        opt(&v["last_log_index"]),
-        opt(&v["last_applied"]),
+        s.node_id,
+        s.state,
+        s.term,
+        opt(s.leader),
+        opt(s.last_log_index),
+        opt(s.last_applied),
     );
-    if let Some(e) = v["error"].as_str() {
+    if let Some(e) = &s.error {
         out.push_str(&format!("ERROR: {e}\n"));
     }
-    out.push_str(&render_members(&v["members"]));
-    if let Some(l) = v["progress_from"].as_u64() {
+    out.push_str(&render_members(&s.members));
+    if let Some(l) = s.progress_from {
         out.push_str(&format!("(replication progress as leader {l} sees it)\n"));
     }
     out
 }
 
-pub fn render_members(members: &Value) -> String {
-    let mut out = format!(
-        "{:<4} {:<8} {:<22} {:<22} {:>8} {:>6}\n",
-        "ID", "ROLE", "RAFT ADDR", "ADMIN ADDR", "MATCHED", "LAG"
-    );
-    for m in members.as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{:<4} {:<8} {:<22} {:<22} {:>8} {:>6}\n",
-            opt(&m["id"]),
-            opt(&m["role"]),
-            opt(&m["raft_addr"]),
-            opt(&m["admin_addr"]),
-            opt(&m["matched"]),
-            opt(&m["lag"]),
-        ));
-    }
-    out
+fn render_members(members: &[MemberView]) -> String {
+    let columns = ["ID", "ROLE", "RAFT ADDR", "ADMIN ADDR", "MATCHED", "LAG"].map(fixed);
+    let rows: Vec<Vec<String>> = members
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                m.role.clone(),
+                m.raft_addr.clone(),
+                opt(m.admin_addr.as_ref()),
+                opt(m.matched),
+                opt(m.lag),
+            ]
+        })
+        .collect();
+    table(&columns, &rows, None) + "\n"
 }
 
 #[cfg(test)]
@@ -136,11 +149,11 @@ mod tests {
 
     #[test]
     fn status_table_lists_members() {
-        let v = json!({"node_id": 1, "state": "leader", "term": 3, "leader": 1,
-            "last_log_index": 9, "last_applied": 9,
+        let v = serde_json::json!({"node_id": 1, "state": "leader", "term": 3, "leader": 1,
+            "last_log_index": 9, "last_applied": 9, "healthy": true,
             "members": [{"id": 1, "role": "voter", "raft_addr": "127.0.0.1:7001",
                          "admin_addr": null, "matched": 9, "lag": 0}]});
-        let t = render_status(&v);
+        let t = render_status(&typed("status", &v).expect("a status"));
         assert!(t.contains("node 1  leader  term 3  leader 1"), "{t}");
         assert!(t.contains("127.0.0.1:7001"), "{t}");
         assert!(!t.contains("as leader"), "{t}");

@@ -87,6 +87,12 @@ pub struct MemberView {
     pub lag: Option<u64>,
 }
 
+/// `GET /api/v1/cluster/peers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Members {
+    pub(super) members: Vec<MemberView>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub node_id: NodeId,

@@ -56,21 +56,18 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
-    #[serde(default = "defaults::admin_listen")]
     pub listen: SocketAddr,
     /// Resolved when the file is read (`${VAR}` included).
-    #[serde(default)]
     pub token: Option<crate::secret::Secret>,
-    #[serde(default)]
     pub token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
-            listen: defaults::admin_listen(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 11435)),
             token: None,
             token_file: None,
         }
@@ -98,35 +95,29 @@ impl Strategy {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
-    #[serde(default)]
     pub strategy: Strategy,
     /// Request header carrying an explicit session key.
-    #[serde(default = "defaults::affinity_header")]
     pub affinity_header: String,
     /// Add `X-Corral-Backend` / `X-Corral-Route` to proxied responses.
-    #[serde(default = "defaults::yes")]
     pub response_headers: bool,
     /// How many other backends a request may be retried on after a connect failure.
-    #[serde(default = "defaults::max_retries")]
     pub max_retries: usize,
     /// `Retry-After` sent with 503 answers.
-    #[serde(default = "defaults::retry_after", deserialize_with = "de::duration")]
+    #[serde(deserialize_with = "de::duration")]
     pub retry_after: Duration,
     /// Affinity keeps a conversation on its box until that box's load exceeds
     /// `bound` × the average load of the candidates.
-    #[serde(default = "defaults::bound", deserialize_with = "de::load_bound")]
+    #[serde(deserialize_with = "de::load_bound")]
     pub bound: f64,
     /// Requests that may wait in corral for a free slot (0 = no queue: send anyway).
-    #[serde(default = "defaults::queue_size")]
     pub queue_size: usize,
     /// Longest wait in the queue before a 503 (clients that hang up leave at once).
-    #[serde(default = "defaults::queue_timeout", deserialize_with = "de::duration")]
+    #[serde(deserialize_with = "de::duration")]
     pub queue_timeout: Duration,
     /// Load a model ahead of need on an idle box when its demand exceeds the slots of
     /// the boxes holding it (`affinity` only).
-    #[serde(default = "defaults::yes")]
     pub prewarm: bool,
 }
 
@@ -134,60 +125,50 @@ impl Default for RoutingConfig {
     fn default() -> Self {
         RoutingConfig {
             strategy: Strategy::default(),
-            affinity_header: defaults::affinity_header(),
+            affinity_header: "X-Corral-Session".to_string(),
             response_headers: true,
-            max_retries: defaults::max_retries(),
-            retry_after: defaults::retry_after(),
-            bound: defaults::bound(),
-            queue_size: defaults::queue_size(),
-            queue_timeout: defaults::queue_timeout(),
+            max_retries: 2,
+            retry_after: Duration::from_secs(2),
+            bound: 1.25,
+            queue_size: 1024,
+            // As long as `first_byte`: a request waits in corral as long as plain Ollama
+            // would have kept it waiting, unless its client gives up first.
+            queue_timeout: Duration::from_secs(600),
             prewarm: true,
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct HealthConfig {
-    #[serde(
-        default = "defaults::health_interval",
-        deserialize_with = "de::positive_duration"
-    )]
+    #[serde(deserialize_with = "de::positive_duration")]
     pub interval: Duration,
     /// Deadline of one probe request.
-    #[serde(
-        default = "defaults::health_timeout",
-        deserialize_with = "de::positive_duration"
-    )]
+    #[serde(deserialize_with = "de::positive_duration")]
     pub timeout: Duration,
     /// Consecutive successes that bring an unhealthy backend back.
-    #[serde(default = "defaults::rise", deserialize_with = "de::positive_u32")]
+    #[serde(deserialize_with = "de::positive_u32")]
     pub healthy_threshold: u32,
     /// Consecutive failures that take a healthy backend out.
-    #[serde(default = "defaults::fall", deserialize_with = "de::positive_u32")]
+    #[serde(deserialize_with = "de::positive_u32")]
     pub unhealthy_threshold: u32,
     /// Live traffic: consecutive failed requests (5xx, connect errors, timeouts, streams
     /// cut before `done`) that eject a backend.
-    #[serde(
-        default = "defaults::eject_after",
-        deserialize_with = "de::positive_u32"
-    )]
+    #[serde(deserialize_with = "de::positive_u32")]
     pub eject_after: u32,
     /// First ejection time; doubles with each ejection in a row, up to `eject_max`.
-    #[serde(default = "defaults::eject_base", deserialize_with = "de::duration")]
+    #[serde(deserialize_with = "de::duration")]
     pub eject_base: Duration,
-    #[serde(default = "defaults::eject_max", deserialize_with = "de::duration")]
+    #[serde(deserialize_with = "de::duration")]
     pub eject_max: Duration,
     /// After Ollama answers 503 "server busy", how long its capacity counts as reduced.
-    #[serde(default = "defaults::busy_backoff", deserialize_with = "de::duration")]
+    #[serde(deserialize_with = "de::duration")]
     pub busy_backoff: Duration,
     /// Passive ejection never takes out more than this share of the backends that
     /// could serve a model (but always may take one); when every candidate is out,
     /// requests are routed to them anyway ("panic mode").
-    #[serde(
-        default = "defaults::max_ejection_percent",
-        deserialize_with = "de::percent"
-    )]
+    #[serde(deserialize_with = "de::percent")]
     pub max_ejection_percent: u8,
 }
 
@@ -204,70 +185,55 @@ impl HealthConfig {
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
-            interval: defaults::health_interval(),
-            timeout: defaults::health_timeout(),
-            healthy_threshold: defaults::rise(),
-            unhealthy_threshold: defaults::fall(),
-            eject_after: defaults::eject_after(),
-            eject_base: defaults::eject_base(),
-            eject_max: defaults::eject_max(),
-            busy_backoff: defaults::busy_backoff(),
-            max_ejection_percent: defaults::max_ejection_percent(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 2,
+            unhealthy_threshold: 2,
+            eject_after: 3,
+            eject_base: Duration::from_secs(5),
+            eject_max: Duration::from_secs(120),
+            busy_backoff: Duration::from_secs(5),
+            max_ejection_percent: 50,
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TimeoutConfig {
     /// TCP connect to a backend.
-    #[serde(
-        default = "defaults::connect",
-        deserialize_with = "de::positive_duration"
-    )]
+    #[serde(deserialize_with = "de::positive_duration")]
     pub connect: Duration,
     /// From sending the request to the first response byte: covers model load, queueing
     /// inside Ollama and prompt evaluation, so it is long.
-    #[serde(
-        default = "defaults::first_byte",
-        deserialize_with = "de::positive_duration"
-    )]
+    #[serde(deserialize_with = "de::positive_duration")]
     pub first_byte: Duration,
     /// Longest silence between two chunks of a streaming response.
-    #[serde(default = "defaults::idle", deserialize_with = "de::positive_duration")]
+    #[serde(deserialize_with = "de::positive_duration")]
     pub idle: Duration,
     /// Longest wait for a client's next request header on a kept-alive connection and
     /// between two chunks of a request body.
-    #[serde(
-        default = "defaults::client",
-        deserialize_with = "de::positive_duration"
-    )]
+    #[serde(deserialize_with = "de::positive_duration")]
     pub client: Duration,
     /// The whole request header, from accept (or, on a kept-alive connection, from its
     /// first byte) to its end — not per read, so a byte a second does not keep it open.
-    #[serde(
-        default = "defaults::header",
-        deserialize_with = "de::positive_duration"
-    )]
+    #[serde(deserialize_with = "de::positive_duration")]
     pub header: Duration,
     /// The whole request body, from the end of its header. Blob uploads
     /// (`/api/blobs/*`, GB-size) are exempt and bounded per read by `client` only.
-    #[serde(
-        default = "defaults::client_body",
-        deserialize_with = "de::positive_duration"
-    )]
+    #[serde(deserialize_with = "de::positive_duration")]
     pub client_body: Duration,
 }
 
 impl Default for TimeoutConfig {
     fn default() -> Self {
         TimeoutConfig {
-            connect: defaults::connect(),
-            first_byte: defaults::first_byte(),
-            idle: defaults::idle(),
-            client: defaults::client(),
-            header: defaults::header(),
-            client_body: defaults::client_body(),
+            connect: Duration::from_secs(3),
+            first_byte: Duration::from_secs(600),
+            idle: Duration::from_secs(120),
+            client: Duration::from_secs(60),
+            header: Duration::from_secs(10),
+            client_body: Duration::from_secs(60),
         }
     }
 }
@@ -318,82 +284,11 @@ mod defaults {
     pub(super) fn listen() -> Vec<SocketAddr> {
         vec![SocketAddr::from(([0, 0, 0, 0], 11434))]
     }
-    pub(super) fn admin_listen() -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 11435))
-    }
     pub(super) fn threads() -> usize {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     }
     pub(super) fn shutdown_grace() -> Duration {
         Duration::from_secs(30)
-    }
-    pub(super) fn affinity_header() -> String {
-        "X-Corral-Session".to_string()
-    }
-    pub(super) fn yes() -> bool {
-        true
-    }
-    pub(super) fn max_retries() -> usize {
-        2
-    }
-    pub(super) fn retry_after() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub(super) fn bound() -> f64 {
-        1.25
-    }
-    pub(super) fn queue_size() -> usize {
-        1024
-    }
-    /// As long as `first_byte`: a request waits in corral as long as plain Ollama
-    /// would have kept it waiting, unless its client gives up first.
-    pub(super) fn queue_timeout() -> Duration {
-        Duration::from_secs(600)
-    }
-    pub(super) fn eject_after() -> u32 {
-        3
-    }
-    pub(super) fn eject_base() -> Duration {
-        Duration::from_secs(5)
-    }
-    pub(super) fn eject_max() -> Duration {
-        Duration::from_secs(120)
-    }
-    pub(super) fn busy_backoff() -> Duration {
-        Duration::from_secs(5)
-    }
-    pub(super) fn max_ejection_percent() -> u8 {
-        50
-    }
-    pub(super) fn health_interval() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub(super) fn health_timeout() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub(super) fn rise() -> u32 {
-        2
-    }
-    pub(super) fn fall() -> u32 {
-        2
-    }
-    pub(super) fn connect() -> Duration {
-        Duration::from_secs(3)
-    }
-    pub(super) fn first_byte() -> Duration {
-        Duration::from_secs(600)
-    }
-    pub(super) fn idle() -> Duration {
-        Duration::from_secs(120)
-    }
-    pub(super) fn client() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub(super) fn header() -> Duration {
-        Duration::from_secs(10)
-    }
-    pub(super) fn client_body() -> Duration {
-        Duration::from_secs(60)
     }
     pub(super) fn max_concurrency() -> usize {
         1

@@ -1,8 +1,13 @@
 //! The metrics as JSON for `GET /api/v1/metrics` and `corral metrics`: every family's
 //! samples plus a per-backend-and-model overview.
+//!
+//! The overview is read from the metric handles themselves and from the live
+//! collector's reading, so no family is looked up by its name.
 
 use std::collections::BTreeMap;
 
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::proto::{Histogram, Metric, MetricType};
 use serde::{Deserialize, Serialize};
 
 use super::Metrics;
@@ -10,106 +15,122 @@ use super::Metrics;
 impl Metrics {
     /// The same as JSON: a per-backend-and-model summary plus every family.
     pub fn render_json(&self) -> MetricsView {
-        let families = self.registry.gather();
-        let mut view = MetricsView::default();
-        let mut rows: BTreeMap<(String, String), SummaryRow> = BTreeMap::new();
-        for f in &families {
-            let mut fam = FamilyView {
-                name: f.name().to_string(),
-                help: f.help().to_string(),
-                kind: format!("{:?}", f.get_field_type()).to_lowercase(),
-                metrics: Vec::new(),
-            };
-            for m in f.get_metric() {
-                let labels: BTreeMap<String, String> = m
-                    .get_label()
-                    .iter()
-                    .map(|l| (l.name().to_string(), l.value().to_string()))
-                    .collect();
-                let h = m.get_histogram();
-                let (value, count, sum) = match f.get_field_type() {
-                    prometheus::proto::MetricType::COUNTER => {
-                        (Some(m.get_counter().value()), None, None)
-                    }
-                    prometheus::proto::MetricType::GAUGE => {
-                        (Some(m.get_gauge().value()), None, None)
-                    }
-                    prometheus::proto::MetricType::HISTOGRAM => {
-                        (None, Some(h.sample_count()), Some(h.sample_sum()))
-                    }
-                    _ => (None, None, None),
-                };
-                summarize(&mut view, &mut rows, f.name(), &labels, value, count, sum);
-                fam.metrics.push(SampleView {
-                    labels,
-                    value,
-                    count,
-                    sum,
-                });
-            }
-            view.families.push(fam);
-        }
-        view.summary = rows.into_values().collect();
-        view
-    }
-}
-
-/// Folds one sample into the overview rows.
-fn summarize(
-    view: &mut MetricsView,
-    rows: &mut BTreeMap<(String, String), SummaryRow>,
-    family: &str,
-    labels: &BTreeMap<String, String>,
-    value: Option<f64>,
-    count: Option<u64>,
-    sum: Option<f64>,
-) {
-    let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
-    match family {
-        "corral_queue_depth" => view.queue_depth = value.unwrap_or(0.0) as u64,
-        "corral_serving" => view.serving = value.unwrap_or(1.0) > 0.0,
-        "corral_config_reloads_total" => {
-            let n = value.unwrap_or(0.0) as u64;
-            match label("result").as_str() {
+        let live = self.live.reading();
+        let mut view = MetricsView {
+            queue_depth: live.queue_depth as u64,
+            serving: live.serving,
+            ..MetricsView::default()
+        };
+        for m in series(&self.reloads) {
+            let n = m.get_counter().value() as u64;
+            match label(&m, "result") {
                 "success" => view.config_reloads_success = n,
                 _ => view.config_reloads_failure = n,
             }
         }
-        "corral_requests_total"
-        | "corral_time_to_first_token_seconds"
-        | "corral_tokens_total"
-        | "corral_generation_tokens_per_second" => {
-            let row = rows
-                .entry((label("backend"), label("model")))
-                .or_insert_with(|| SummaryRow {
-                    backend: label("backend"),
-                    model: label("model"),
-                    ..SummaryRow::default()
-                });
-            let n = value.unwrap_or(0.0) as u64;
-            match family {
-                "corral_requests_total" => {
-                    row.requests += n;
-                    if label("code").starts_with('5') || label("code") == "0" {
-                        row.errors += n;
-                    }
-                }
-                "corral_tokens_total" if label("kind") == "prompt" => row.prompt_tokens += n,
-                "corral_tokens_total" => row.completion_tokens += n,
-                "corral_time_to_first_token_seconds" => {
-                    if let (Some(c), Some(s)) = (count, sum) {
-                        row.ttft_count += c;
-                        row.ttft_avg_seconds = (c > 0).then(|| s / c as f64);
-                    }
-                }
-                _ => {
-                    if let (Some(c), Some(s)) = (count, sum) {
-                        row.tokens_per_second_avg = (c > 0).then(|| s / c as f64);
-                    }
-                }
+        let mut rows = Rows::default();
+        for m in series(&self.requests) {
+            let n = m.get_counter().value() as u64;
+            let row = rows.of(&m);
+            row.requests += n;
+            let code = label(&m, "code");
+            if code.starts_with('5') || code == "0" {
+                row.errors += n;
             }
         }
-        _ => {}
+        for m in series(&self.ttft) {
+            let row = rows.of(&m);
+            let h = m.get_histogram();
+            row.ttft_count += h.sample_count();
+            row.ttft_avg_seconds = mean(h);
+        }
+        for m in series(&self.tokens) {
+            let n = m.get_counter().value() as u64;
+            let row = rows.of(&m);
+            match label(&m, "kind") {
+                "prompt" => row.prompt_tokens += n,
+                _ => row.completion_tokens += n,
+            }
+        }
+        for m in series(&self.tokens_per_second) {
+            rows.of(&m).tokens_per_second_avg = mean(m.get_histogram());
+        }
+        view.summary = rows.0.into_values().collect();
+        view.families = self.registry.gather().iter().map(family).collect();
+        view
+    }
+}
+
+/// The series one of our own vectors holds now.
+fn series<T: MetricVecBuilder>(vec: &MetricVec<T>) -> Vec<Metric> {
+    vec.collect()
+        .into_iter()
+        .flat_map(|mut f| f.take_metric())
+        .collect()
+}
+
+/// A label's value ("" when the series has no such label).
+fn label<'m>(m: &'m Metric, name: &str) -> &'m str {
+    m.get_label()
+        .iter()
+        .find(|l| l.name() == name)
+        .map_or("", |l| l.value())
+}
+
+fn mean(h: &Histogram) -> Option<f64> {
+    let count = h.sample_count();
+    (count > 0).then(|| h.sample_sum() / count as f64)
+}
+
+/// The overview rows, one per backend and model.
+#[derive(Default)]
+struct Rows(BTreeMap<(String, String), SummaryRow>);
+
+impl Rows {
+    fn of(&mut self, m: &Metric) -> &mut SummaryRow {
+        let (backend, model) = (label(m, "backend"), label(m, "model"));
+        self.0
+            .entry((backend.to_string(), model.to_string()))
+            .or_insert_with(|| SummaryRow {
+                backend: backend.to_string(),
+                model: model.to_string(),
+                ..SummaryRow::default()
+            })
+    }
+}
+
+/// One gathered family, whatever it is, with all its samples.
+fn family(f: &prometheus::proto::MetricFamily) -> FamilyView {
+    let kind = f.get_field_type();
+    let metrics = f
+        .get_metric()
+        .iter()
+        .map(|m| {
+            let labels = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect();
+            let h = m.get_histogram();
+            let (value, count, sum) = match kind {
+                MetricType::COUNTER => (Some(m.get_counter().value()), None, None),
+                MetricType::GAUGE => (Some(m.get_gauge().value()), None, None),
+                MetricType::HISTOGRAM => (None, Some(h.sample_count()), Some(h.sample_sum())),
+                _ => (None, None, None),
+            };
+            SampleView {
+                labels,
+                value,
+                count,
+                sum,
+            }
+        })
+        .collect();
+    FamilyView {
+        name: f.name().to_string(),
+        help: f.help().to_string(),
+        kind: format!("{kind:?}").to_lowercase(),
+        metrics,
     }
 }
 

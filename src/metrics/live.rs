@@ -106,6 +106,34 @@ impl LiveCollector {
     pub fn set_source(&self, source: LiveSource) {
         self.source.store(Some(Arc::new(source)));
     }
+
+    /// The fleet-wide figures now; before the server is built, an empty queue and
+    /// serving.
+    pub(super) fn reading(&self) -> LiveReading {
+        self.source
+            .load()
+            .as_ref()
+            .map_or(LiveReading::default(), |src| LiveReading {
+                queue_depth: src.queue.depth(),
+                serving: src.pool.is_serving(),
+            })
+    }
+}
+
+/// The fleet-wide live figures, for the gauges and the JSON overview alike.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LiveReading {
+    pub(super) queue_depth: usize,
+    pub(super) serving: bool,
+}
+
+impl Default for LiveReading {
+    fn default() -> Self {
+        LiveReading {
+            queue_depth: 0,
+            serving: true,
+        }
+    }
 }
 
 impl Collector for LiveCollector {
@@ -115,7 +143,9 @@ impl Collector for LiveCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let f = Families::new();
-        f.serving.set(1);
+        let reading = self.reading();
+        f.queue_depth.set(reading.queue_depth as i64);
+        f.serving.set(reading.serving as i64);
         f.log_dropped.inc_by(crate::logging::dropped_lines());
         if let Some(src) = self.source.load_full() {
             for b in &src.pool.load().backends {
@@ -132,8 +162,6 @@ impl Collector for LiveCollector {
                     .with_label_values(&name)
                     .set(s.is_draining() as i64);
             }
-            f.queue_depth.set(src.queue.depth() as i64);
-            f.serving.set(src.pool.is_serving() as i64);
         }
         f.all().iter().flat_map(|c| c.collect()).collect()
     }

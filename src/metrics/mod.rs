@@ -22,6 +22,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -295,46 +296,12 @@ impl Metrics {
     /// Removes every series whose `model` label is no longer a listed model.
     fn prune_models(&self, known: &HashSet<String>) {
         let keep = |v: &str| known.contains(v) || v == OTHER_MODEL || v == NO_MODEL;
-        type Remove<'a> = &'a dyn Fn(&[&str]);
-        let vecs: [(&str, Remove); 6] = [
-            ("corral_requests_total", &|l| {
-                drop(self.requests.remove_label_values(l))
-            }),
-            ("corral_request_duration_seconds", &|l| {
-                drop(self.duration.remove_label_values(l))
-            }),
-            ("corral_time_to_first_token_seconds", &|l| {
-                drop(self.ttft.remove_label_values(l))
-            }),
-            ("corral_tokens_total", &|l| {
-                drop(self.tokens.remove_label_values(l))
-            }),
-            ("corral_generation_tokens_per_second", &|l| {
-                drop(self.tokens_per_second.remove_label_values(l))
-            }),
-            ("corral_model_load_duration_seconds", &|l| {
-                drop(self.load_duration.remove_label_values(l))
-            }),
-        ];
-        for family in self.registry.gather() {
-            let Some((_, remove)) = vecs.iter().find(|(n, _)| *n == family.name()) else {
-                continue;
-            };
-            for metric in family.get_metric() {
-                let labels = metric.get_label();
-                let stale = labels
-                    .iter()
-                    .any(|l| l.name() == "model" && !keep(l.value()));
-                if stale {
-                    // Label pairs come sorted by name; the vec wants its own order.
-                    let values: Vec<&str> = label_order(family.name())
-                        .iter()
-                        .filter_map(|n| labels.iter().find(|l| l.name() == *n).map(|l| l.value()))
-                        .collect();
-                    remove(&values);
-                }
-            }
-        }
+        prune(&self.requests, keep);
+        prune(&self.duration, keep);
+        prune(&self.ttft, keep);
+        prune(&self.tokens, keep);
+        prune(&self.tokens_per_second, keep);
+        prune(&self.load_duration, keep);
     }
 
     /// Records one finished request.
@@ -427,13 +394,21 @@ impl Metrics {
     }
 }
 
-/// The label names of the model-labelled families, in their declaration order.
-fn label_order(family: &str) -> &'static [&'static str] {
-    match family {
-        "corral_requests_total" => &["backend", "model", "endpoint", "code"],
-        "corral_request_duration_seconds" => &["backend", "model", "endpoint"],
-        "corral_tokens_total" => &["backend", "model", "kind"],
-        _ => &["backend", "model"],
+/// Removes the series of `vec` whose `model` label `keep` rejects.
+fn prune<T: MetricVecBuilder>(vec: &MetricVec<T>, keep: impl Fn(&str) -> bool) {
+    // Label pairs come sorted by name; removal wants the vector's declaration order.
+    let Some(order) = vec.desc().first().map(|d| d.variable_labels.clone()) else {
+        return;
+    };
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels = metric.get_label();
+            let value = |name: &str| labels.iter().find(|l| l.name() == name).map(|l| l.value());
+            if value("model").is_some_and(|m| !keep(m)) {
+                let values: Vec<&str> = order.iter().filter_map(|n| value(n)).collect();
+                drop(vec.remove_label_values(&values));
+            }
+        }
     }
 }
 
@@ -496,6 +471,9 @@ mod tests {
         );
         assert_eq!(row.tokens_per_second_avg, Some(20.0));
         assert_eq!(json.config_reloads_failure, 1);
+        // No server yet: an empty queue, and serving (the gauges read the same).
+        assert_eq!((json.queue_depth, json.serving), (0, true));
+        assert!(text.contains("corral_serving 1"), "{text}");
     }
 
     #[test]

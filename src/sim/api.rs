@@ -10,9 +10,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::models::{ModelEntry, ModelName};
-use super::respond::{parse_json, rfc3339, ApiError};
+use super::models::ModelEntry;
+use super::respond::{model_not_found, model_required, parse_json, rfc3339, ApiError, OllamaShape};
 use super::state::SimState;
+use crate::model::ModelName;
 
 /// The context a runner is started with when the request does not set `num_ctx`.
 const DEFAULT_NUM_CTX: u64 = 4096;
@@ -20,10 +21,10 @@ const DEFAULT_NUM_CTX: u64 = 4096;
 /// Looks up the model a request names; `""` is "model is required", an unknown name 404.
 pub fn resolve_model(sim: &SimState, requested: Option<&str>) -> Result<ModelEntry, ApiError> {
     let requested = requested.unwrap_or_default();
-    let name = ModelName::parse(requested).ok_or_else(ApiError::model_required)?;
+    let name = ModelName::parse(requested).ok_or_else(model_required)?;
     sim.catalog
         .get(&name)
-        .ok_or_else(|| ApiError::model_not_found(requested))
+        .ok_or_else(|| model_not_found(requested))
 }
 
 pub async fn root() -> &'static str {

@@ -11,7 +11,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::respond::{parse_json, ApiError};
+use super::respond::{parse_json, ApiError, OllamaShape};
 use super::state::SimState;
 
 /// Named in snake_case on the command line and in the API alike; the kebab-case
@@ -83,11 +83,12 @@ impl Fault {
 /// request continues under (mid-stream faults act later, in the body).
 pub async fn gate(sim: &SimState) -> Result<Fault, ApiError> {
     match sim.fault.get() {
-        Fault::Fail => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            RUNNER_FAILURE_MESSAGE,
+        Fault::Fail => Err(ApiError::internal(RUNNER_FAILURE_MESSAGE)),
+        Fault::Busy => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            BUSY_MESSAGE,
         )),
-        Fault::Busy => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, BUSY_MESSAGE)),
         // Never resolves; the handler future is dropped when the client hangs up, which
         // the request tracker counts as a cancel.
         Fault::Hang => std::future::pending().await,

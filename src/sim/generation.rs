@@ -12,10 +12,11 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::faults::{Fault, TOKENS_BEFORE_MID_STREAM_FAULT};
-use super::models::{ModelEntry, ModelName};
+use super::models::ModelEntry;
 use super::scheduler::{KeepAlive, SlotLease};
 use super::state::SimState;
 use super::stats::RequestTracker;
+use crate::model::ModelName;
 
 /// Whitespace-separated words stand in for tokens.
 pub fn tokenize(text: &str) -> impl Iterator<Item = String> + '_ {

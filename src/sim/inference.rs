@@ -18,7 +18,7 @@ use super::json_style::JsonStyle;
 use super::models::ModelEntry;
 use super::respond::{
     connection_killer, dropped_connection, ndjson_line, parse_json, respond_on_first_chunk,
-    timestamp_now, ApiError, NDJSON,
+    timestamp_now, ApiError, OllamaShape, NDJSON,
 };
 use super::scheduler::KeepAlive;
 use super::state::SimState;

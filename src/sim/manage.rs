@@ -16,9 +16,12 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::json_style::JsonStyle;
-use super::models::{hex, hex_sha256, is_valid_digest, ModelEntry, ModelName};
-use super::respond::{ndjson_line, parse_json, ApiError, NDJSON};
+use super::models::{hex, hex_sha256, is_valid_digest, ModelEntry};
+use super::respond::{
+    model_not_found, model_required, ndjson_line, parse_json, ApiError, OllamaShape, NDJSON,
+};
 use super::state::SimState;
+use crate::model::ModelName;
 
 /// Request bodies of the management routes name the model `model` or (older) `name`.
 #[derive(Deserialize)]
@@ -38,7 +41,7 @@ impl NamedRequest {
     }
 
     fn model_name(&self) -> Result<ModelName, ApiError> {
-        ModelName::parse(self.requested()).ok_or_else(ApiError::model_required)
+        ModelName::parse(self.requested()).ok_or_else(model_required)
     }
 }
 
@@ -125,7 +128,7 @@ pub async fn push(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     let entry = match request.model_name().and_then(|name| {
         sim.catalog
             .get(&name)
-            .ok_or_else(|| ApiError::model_not_found(request.requested()))
+            .ok_or_else(|| model_not_found(request.requested()))
     }) {
         Ok(entry) => entry,
         Err(error) => return error.native(sim.config.json_style),
@@ -171,7 +174,7 @@ fn plan_create(
         .filter(|model| !model.is_empty())
         .or(request.name.as_deref())
         .unwrap_or_default();
-    let name = ModelName::parse(requested).ok_or_else(ApiError::model_required)?;
+    let name = ModelName::parse(requested).ok_or_else(model_required)?;
     let files = request.files.unwrap_or_default();
     if request.from.is_none() && files.is_empty() {
         return Err(ApiError::bad_request(
@@ -181,11 +184,11 @@ fn plan_create(
     let mut lines = Vec::new();
     let mut entry = ModelEntry::fabricate(name.clone());
     if let Some(from) = request.from.as_deref() {
-        let base_name = ModelName::parse(from).ok_or_else(ApiError::model_required)?;
+        let base_name = ModelName::parse(from).ok_or_else(model_required)?;
         let base = sim
             .catalog
             .get(&base_name)
-            .ok_or_else(|| ApiError::model_not_found(from))?;
+            .ok_or_else(|| model_not_found(from))?;
         lines.push(json!({ "status": format!("using existing layer sha256:{}", base.digest) }));
         entry.details = base.details.clone();
         entry.details.parent_model = base.name.to_string();
@@ -226,7 +229,7 @@ pub async fn copy(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
         if sim.catalog.copy(&source, destination) {
             Ok(())
         } else {
-            Err(ApiError::model_not_found(&source_raw))
+            Err(model_not_found(&source_raw))
         }
     });
     match result {
@@ -241,7 +244,7 @@ pub async fn delete(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
         if sim.catalog.remove(&name) {
             Ok(())
         } else {
-            Err(ApiError::model_not_found(request.requested()))
+            Err(model_not_found(request.requested()))
         }
     });
     match result {

@@ -60,7 +60,7 @@ pub struct SimArgs {
     pub max_loaded: usize,
     /// time to load a model that is not resident: 2s, 500ms, or bare seconds (3) as in
     /// corral's YAML
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::config::parse_duration)]
     pub load_time: Duration,
     /// generation rate
     #[arg(long, default_value_t = 50.0)]
@@ -85,17 +85,6 @@ pub struct SimArgs {
     /// json.dumps (and keys reversed), `pretty` bodies over many lines (streams spaced)
     #[arg(long, value_enum, default_value = "compact")]
     pub json_style: JsonStyle,
-}
-
-/// A duration as corral's YAML reads one: `2s`, `500ms`, `1m30s`, or a bare number of
-/// seconds (`3`, `0.5`).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("'{s}' is not a duration in seconds (e.g. 3, 2s, 500ms)"));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 3, 2s, 500ms)"))
 }
 
 impl Default for SimArgs {

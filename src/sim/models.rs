@@ -1,67 +1,14 @@
-//! What the simulated box has on disk: model names as Ollama normalizes them, the
-//! catalog behind `/api/tags`, the uploaded blobs behind `/api/blobs`, and the fake
-//! metadata (digest, size, family, parameter size) that makes the listings look real.
+//! What the simulated box has on disk: the catalog behind `/api/tags`, the uploaded
+//! blobs behind `/api/blobs`, and the fake metadata (digest, size, family, parameter size) that makes the listings look real.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-/// A model name as Ollama compares it: lower case, and `:latest` when no tag is given.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ModelName(String);
-
-impl ModelName {
-    /// `None` for names that cannot be a model (empty or whitespace).
-    pub fn parse(raw: &str) -> Option<ModelName> {
-        let raw = raw.trim().to_ascii_lowercase();
-        if raw.is_empty() {
-            return None;
-        }
-        // The tag lives in the last path segment: `host:5000/ns/model` has no tag.
-        let last_segment = raw.rsplit('/').next().unwrap_or(&raw);
-        if last_segment.contains(':') {
-            Some(ModelName(raw))
-        } else {
-            Some(ModelName(format!("{raw}:latest")))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The part after the last `:` of the last segment (`latest`, `7b`, ...).
-    fn tag(&self) -> &str {
-        self.0
-            .rsplit_once(':')
-            .map(|(_, tag)| tag)
-            .unwrap_or("latest")
-    }
-
-    /// What `/v1/models` reports as `owned_by`: the namespace, `library` for official models.
-    pub fn namespace(&self) -> &str {
-        let without_tag = self.0.rsplit_once(':').map_or(self.0.as_str(), |(n, _)| n);
-        let mut segments = without_tag.rsplit('/');
-        segments.next();
-        segments.next().unwrap_or("library")
-    }
-
-    fn is_embedding_model(&self) -> bool {
-        ["embed", "minilm", "bge-", "mxbai"]
-            .iter()
-            .any(|marker| self.0.contains(marker))
-    }
-}
-
-impl fmt::Display for ModelName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+use crate::model::ModelName;
 
 /// The `details` object Ollama attaches to every model listing.
 #[derive(Debug, Clone, Serialize)]
@@ -89,7 +36,7 @@ pub struct ModelEntry {
 impl ModelEntry {
     /// Invents plausible metadata from the name alone, so `qwen2.5:7b` looks like a 7B qwen2.
     pub fn fabricate(name: ModelName) -> ModelEntry {
-        let embedding_only = name.is_embedding_model();
+        let embedding_only = looks_like_embedding(&name);
         let family = guess_family(&name, embedding_only);
         let parameters_billions = parameter_count_from_tag(name.tag())
             .unwrap_or(if embedding_only { 0.137 } else { 8.0 });
@@ -124,6 +71,13 @@ impl ModelEntry {
             131_072
         }
     }
+}
+
+/// Whether the name reads like an embedding model's (`nomic-embed-text`, `bge-m3`).
+fn looks_like_embedding(name: &ModelName) -> bool {
+    ["embed", "minilm", "bge-", "mxbai"]
+        .iter()
+        .any(|marker| name.as_str().contains(marker))
 }
 
 fn guess_family(name: &ModelName, embedding_only: bool) -> String {
@@ -256,16 +210,6 @@ mod tests {
 
     fn name(raw: &str) -> ModelName {
         ModelName::parse(raw).expect("valid name")
-    }
-
-    #[test]
-    fn names_normalize_like_ollama() {
-        assert_eq!(name("llama3"), name("llama3:latest"));
-        assert_eq!(name("Qwen2.5:7B").as_str(), "qwen2.5:7b");
-        assert_eq!(name("host:5000/ns/m").as_str(), "host:5000/ns/m:latest");
-        assert_eq!(ModelName::parse("  "), None);
-        assert_eq!(name("llama3").namespace(), "library");
-        assert_eq!(name("hf.co/bartowski/x:q4").namespace(), "bartowski");
     }
 
     #[test]

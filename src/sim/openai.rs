@@ -19,7 +19,7 @@ use super::inference::{reply_length, tracked, EmbedInput};
 use super::json_style::JsonStyle;
 use super::respond::{
     connection_killer, dropped_connection, respond_on_first_chunk, sse_event, unix_seconds,
-    ApiError, EVENT_STREAM,
+    ApiError, OllamaShape, EVENT_STREAM,
 };
 use super::state::SimState;
 use super::stats::RequestTracker;

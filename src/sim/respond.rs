@@ -20,44 +20,34 @@ use super::json_style::JsonStyle;
 pub const NDJSON: &str = "application/x-ndjson";
 pub const EVENT_STREAM: &str = "text/event-stream";
 
-/// An error answered before any body byte was written.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
+/// An error answered before any body byte was written: the crate's one `ApiError`,
+/// written in Ollama's shapes (`native`, `openai`) rather than the admin API's.
+pub use crate::api_error::ApiError;
+
+pub fn model_required() -> ApiError {
+    ApiError::bad_request("model is required")
 }
 
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-        }
-    }
+pub fn model_not_found(requested: &str) -> ApiError {
+    ApiError::not_found(format!("model '{requested}' not found"))
+}
 
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    pub fn model_required() -> ApiError {
-        ApiError::bad_request("model is required")
-    }
-
-    pub fn model_not_found(requested: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("model '{requested}' not found"),
-        )
-    }
-
+/// The bodies Ollama answers errors with; the admin API's `code` is not part of them.
+pub trait OllamaShape {
     /// Ollama's own shape: `{"error":"..."}`.
-    pub fn native(self, style: JsonStyle) -> Response {
+    fn native(self, style: JsonStyle) -> Response;
+    /// The `/v1` shape.
+    fn openai(self, style: JsonStyle) -> Response;
+}
+
+impl OllamaShape for ApiError {
+    fn native(self, style: JsonStyle) -> Response {
         style.response(self.status, &json!({ "error": self.message }))
     }
 
-    /// The `/v1` shape. The `type` follows Ollama's `openai.NewError`: 400 is
-    /// `invalid_request_error`, 404 `not_found_error`, anything else `api_error`.
-    pub fn openai(self, style: JsonStyle) -> Response {
+    /// The `type` follows Ollama's `openai.NewError`: 400 is `invalid_request_error`,
+    /// 404 `not_found_error`, anything else `api_error`.
+    fn openai(self, style: JsonStyle) -> Response {
         let error_type = match self.status {
             StatusCode::BAD_REQUEST => "invalid_request_error",
             StatusCode::NOT_FOUND => "not_found_error",

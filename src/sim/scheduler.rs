@@ -15,9 +15,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 pub use super::keep_alive::KeepAlive;
-use super::models::ModelName;
 use super::slots::LoadedModel;
 use super::stats::Stats;
+use crate::model::ModelName;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SchedulerConfig {

@@ -7,10 +7,11 @@ use anyhow::{bail, Context};
 
 use super::faults::FaultSwitch;
 use super::json_style::JsonStyle;
-use super::models::{Catalog, ModelName};
+use super::models::Catalog;
 use super::scheduler::{Scheduler, SchedulerConfig};
 use super::stats::Stats;
 use super::SimArgs;
+use crate::model::ModelName;
 
 /// The knobs route handlers read per request.
 #[derive(Debug, Clone)]
