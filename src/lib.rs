@@ -25,3 +25,4 @@ pub mod server;
 pub mod shutdown;
 pub mod sim;
 pub mod startup;
+pub mod tls;
