@@ -2,7 +2,7 @@
 //!
 //! Pingora reads a request header with a timeout per read call (60 s on a new
 //! connection, the keep-alive time on a reused one), so a client that sends a byte a
-//! second holds its connection forever. Every accepted plain-TCP connection is wrapped
+//! second holds its connection forever. Every accepted connection is wrapped
 //! in a `HeaderClock`, which fails the pending read once the header has taken longer
 //! than the limit: counted from accept on a new connection, and from the first byte of
 //! the next request on a kept-alive one (the wait before that byte is the keep-alive

@@ -91,7 +91,12 @@ impl CertWatch {
         self.watcher = None;
         if !files.is_empty() {
             match watch_files(&files, tx.clone()) {
-                Ok(w) => self.watcher = Some(w),
+                Ok(w) => {
+                    let shown: Vec<String> =
+                        files.iter().map(|f| f.display().to_string()).collect();
+                    tracing::info!(files = %shown.join(","), "watching the TLS certificate and key for changes");
+                    self.watcher = Some(w);
+                }
                 Err(e) => tracing::error!(
                     error = %e,
                     "cannot watch the TLS certificate files; reload them with SIGHUP"
