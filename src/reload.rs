@@ -112,6 +112,9 @@ pub struct Reloader {
     requests: std::sync::Mutex<Option<mpsc::Receiver<oneshot::Sender<ReloadReply>>>>,
     /// The TLS port's certificate, reloaded with the config and on its files' changes.
     server_cert: Option<Arc<crate::tls::ServerCert>>,
+    /// The last failure was a certificate-only reload's: a good certificate clears it,
+    /// but not a config error it did not fix.
+    certificate_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Reloader {
@@ -132,6 +135,7 @@ impl Reloader {
             last_text: std::sync::Mutex::new(None),
             requests: std::sync::Mutex::new(requests),
             server_cert: None,
+            certificate_failed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -221,6 +225,7 @@ impl Reloader {
         self.pool.publish(new);
         self.status.successes.fetch_add(1, Ordering::Relaxed);
         self.status.last_error.store(None);
+        self.certificate_failed.store(false, Ordering::Relaxed);
         crate::metrics::global().config_reload(true);
         tracing::info!(file = %origin, trigger, backends, "config reloaded");
         Ok(true)
@@ -258,7 +263,9 @@ impl Reloader {
             Ok(false) => Ok(false),
             Ok(true) => {
                 self.status.successes.fetch_add(1, Ordering::Relaxed);
-                self.status.last_error.store(None);
+                if self.certificate_failed.swap(false, Ordering::Relaxed) {
+                    self.status.last_error.store(None);
+                }
                 crate::metrics::global().config_reload(true);
                 Ok(true)
             }
@@ -267,6 +274,9 @@ impl Reloader {
     }
 
     fn fail(&self, trigger: &str, e: ReloadError) -> Result<bool, ReloadError> {
+        let certificate = matches!(e, ReloadError::Certificate(_));
+        self.certificate_failed
+            .store(certificate, Ordering::Relaxed);
         let msg = e.to_string();
         tracing::error!(
             file = %self.path.display(),
@@ -506,6 +516,58 @@ mod tests {
         // Same text again: nothing to do unless forced.
         assert!(!r.reload("test", false).await.unwrap());
         assert!(r.reload("test", true).await.unwrap());
+    }
+
+    /// A certificate-only reload reports its own failure and clears only that: a config
+    /// file that is still broken stays reported.
+    #[tokio::test]
+    async fn a_certificate_reload_clears_its_own_error_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let write_pair = || {
+            let made = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+            std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+            std::fs::write(&cert, made.cert.pem()).unwrap();
+        };
+        write_pair();
+        let path = dir.path().join("c.yaml");
+        let yaml = format!(
+            "tls: {{listen: '127.0.0.1:1', cert: '{}', key: '{}'}}\n",
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(&path, &yaml).unwrap();
+        let config = Config::load(&path).unwrap();
+        let served = Arc::new(crate::tls::ServerCert::load(config.tls.as_ref().unwrap()).unwrap());
+        let pool = Arc::new(Pool::new(config));
+        let status = Arc::new(ReloadStatus::default());
+        let r = Reloader::new(pool, path.clone(), status.clone())
+            .with_server_cert(Some(served.clone()));
+        let error = || {
+            status
+                .last_error
+                .load()
+                .as_deref()
+                .cloned()
+                .unwrap_or_default()
+        };
+
+        std::fs::write(&path, format!("{yaml}threads: 0\n")).unwrap();
+        assert!(r.reload("test", false).await.is_err());
+        let first = served.fingerprint();
+        write_pair();
+        assert!(r.reload_certificate("test").await.unwrap());
+        assert_ne!(served.fingerprint(), first);
+        assert!(error().contains("c.yaml:2:"), "{}", error());
+
+        std::fs::write(&cert, "").unwrap();
+        let e = r.reload_certificate("test").await.unwrap_err().to_string();
+        assert!(e.contains("the running certificate stays"), "{e}");
+        assert_eq!(error(), e);
+        write_pair();
+        assert!(r.reload_certificate("test").await.unwrap());
+        assert!(status.last_error.load().is_none());
+        assert_eq!(status.failures.load(Ordering::Relaxed), 2);
     }
 
     /// The token rule holds for the admin listener that keeps serving: a file that
