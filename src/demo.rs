@@ -32,6 +32,8 @@ fn sim_args(name: &str, models: &[&str], resident: &str) -> SimArgs {
         fault: Fault::None,
         name: Some(name.to_string()),
         json_style: crate::sim::JsonStyle::Compact,
+        tls_cert: None,
+        tls_key: None,
     }
 }
 

@@ -26,3 +26,4 @@ pub mod server;
 pub mod shutdown;
 pub mod sim;
 pub mod startup;
+pub mod tls;

@@ -5,16 +5,17 @@
 //! config keeps serving and the error is logged, counted and shown in the status.
 //! The admin API's `POST /api/v1/reload` asks the same loop, so an operator never
 //! needs the PID and every reload, whatever its trigger, runs one at a time.
+//! The TLS certificate and key are part of the config: every reload reads them again,
+//! and their own files are watched the same way (a renewal rewrites them, not the
+//! config); a certificate that does not load keeps the running one, as bad YAML does.
 //! Runs as a Pingora background service so it lives on Pingora's runtime.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::{mpsc, oneshot};
@@ -22,9 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Config;
 use crate::pool::Pool;
 
-/// Quiet time after the last file event before reloading: one save is often several
-/// events (truncate, write, rename, chmod).
-const DEBOUNCE: Duration = Duration::from_millis(300);
+mod watch;
+use watch::{settle, watch_files, CertWatch};
 
 /// What the last reloads did, for `/api/v1/status`.
 #[derive(Debug, Default)]
@@ -85,6 +85,9 @@ pub enum ReloadError {
         requested: std::net::SocketAddr,
         source: Box<crate::startup::StartupError>,
     },
+    /// The certificate or key files changed into something that does not load.
+    #[error("{0}; the running certificate stays")]
+    Certificate(#[from] crate::tls::TlsError),
 }
 
 impl ReloadError {
@@ -107,6 +110,11 @@ pub struct Reloader {
     last_text: std::sync::Mutex<Option<String>>,
     /// "Reload now" requests from the admin API; taken when the service starts.
     requests: std::sync::Mutex<Option<mpsc::Receiver<oneshot::Sender<ReloadReply>>>>,
+    /// The TLS port's certificate, reloaded with the config and on its files' changes.
+    server_cert: Option<Arc<crate::tls::ServerCert>>,
+    /// The last failure was a certificate-only reload's: a good certificate clears it,
+    /// but not a config error it did not fix.
+    certificate_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Reloader {
@@ -126,7 +134,15 @@ impl Reloader {
             status,
             last_text: std::sync::Mutex::new(None),
             requests: std::sync::Mutex::new(requests),
+            server_cert: None,
+            certificate_failed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Reloads `cert` too; `None` when the server has no TLS port.
+    pub fn with_server_cert(mut self, cert: Option<Arc<crate::tls::ServerCert>>) -> Reloader {
+        self.server_cert = cert;
+        self
     }
 
     /// A reload on an operator's request: forced, like SIGHUP, and described.
@@ -192,6 +208,9 @@ impl Reloader {
             };
             return self.fail(trigger, e);
         }
+        if let Err(e) = self.swap_certificate(&new, trigger) {
+            return self.fail(trigger, e.into());
+        }
         if pending.is_empty() {
             self.status.restart_needed.store(None);
         } else {
@@ -206,12 +225,58 @@ impl Reloader {
         self.pool.publish(new);
         self.status.successes.fetch_add(1, Ordering::Relaxed);
         self.status.last_error.store(None);
+        self.certificate_failed.store(false, Ordering::Relaxed);
         crate::metrics::global().config_reload(true);
         tracing::info!(file = %origin, trigger, backends, "config reloaded");
         Ok(true)
     }
 
+    /// Serves the certificate `config` names to new connections if its files changed.
+    /// Whether anything was swapped.
+    fn swap_certificate(
+        &self,
+        config: &Config,
+        trigger: &str,
+    ) -> Result<bool, crate::tls::TlsError> {
+        let (Some(cert), Some(tls)) = (&self.server_cert, &config.tls) else {
+            return Ok(false);
+        };
+        match cert.reload(tls)? {
+            Some(fingerprint) => {
+                tracing::info!(
+                    cert = %tls.cert.display(),
+                    trigger,
+                    certificate = %fingerprint,
+                    "TLS certificate reloaded; new connections get it"
+                );
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// After a change of the certificate or key file: reloads them alone (the config
+    /// file did not change), counted like a config reload. Same bytes: nothing.
+    async fn reload_certificate(&self, trigger: &str) -> Result<bool, ReloadError> {
+        let running = self.pool.yaml_config();
+        match self.swap_certificate(&running, trigger) {
+            Ok(false) => Ok(false),
+            Ok(true) => {
+                self.status.successes.fetch_add(1, Ordering::Relaxed);
+                if self.certificate_failed.swap(false, Ordering::Relaxed) {
+                    self.status.last_error.store(None);
+                }
+                crate::metrics::global().config_reload(true);
+                Ok(true)
+            }
+            Err(e) => self.fail(trigger, e.into()),
+        }
+    }
+
     fn fail(&self, trigger: &str, e: ReloadError) -> Result<bool, ReloadError> {
+        let certificate = matches!(e, ReloadError::Certificate(_));
+        self.certificate_failed
+            .store(certificate, Ordering::Relaxed);
         let msg = e.to_string();
         tracing::error!(
             file = %self.path.display(),
@@ -225,48 +290,12 @@ impl Reloader {
         Err(e)
     }
 
-    /// Starts watching the config's directory (and the directory a symlinked config
-    /// points into). Events are only a hint to re-read; the text decides.
-    fn watch(&self, tx: mpsc::UnboundedSender<()>) -> notify::Result<RecommendedWatcher> {
-        let name = self.path.file_name().map(|n| n.to_os_string());
-        let target = std::fs::canonicalize(&self.path).ok();
-        let target_name = target
-            .as_ref()
-            .and_then(|t| t.file_name())
-            .map(|n| n.to_os_string());
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                let Ok(event) = res else { return };
-                // Reads of the file (anyone opening it) are not changes.
-                if matches!(event.kind, notify::EventKind::Access(_)) {
-                    return;
-                }
-                let relevant = event.paths.iter().any(|p| {
-                    let file = p.file_name();
-                    file.is_some() && (file == name.as_deref() || file == target_name.as_deref())
-                    // Kubernetes ConfigMap volumes swap `..data` to publish a new version.
-                    || file.is_some_and(|f| f.to_string_lossy().starts_with(".."))
-                });
-                if relevant {
-                    let _ = tx.send(());
-                }
-            })?;
-        let dir = parent_dir(&self.path);
-        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-        if let Some(t) = target {
-            let tdir = parent_dir(&t);
-            if tdir != dir {
-                watcher.watch(&tdir, RecursiveMode::NonRecursive)?;
-            }
+    /// The certificate and key files the running config names, to watch.
+    fn certificate_files(&self) -> Vec<PathBuf> {
+        match (&self.server_cert, &self.pool.yaml_config().tls) {
+            (Some(_), Some(tls)) => vec![tls.cert.clone(), tls.key.clone()],
+            _ => Vec::new(),
         }
-        Ok(watcher)
-    }
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
     }
 }
 
@@ -306,6 +335,23 @@ pub fn keep_restart_only(running: &Config, mut new: Config) -> (Config, Vec<Stri
         pending.push("cluster".to_string());
         new.cluster = running.cluster.clone();
     }
+    // The TLS port is bound at start; its certificate and key reload, its address not.
+    match (&running.tls, &mut new.tls) {
+        (Some(r), Some(n)) if n.listen != r.listen => {
+            pending.push("tls.listen".to_string());
+            n.listen = r.listen;
+        }
+        (Some(_), Some(_)) | (None, None) => {}
+        _ => {
+            pending.push("tls".to_string());
+            new.tls = running.tls.clone();
+        }
+    }
+    // Pingora builds its upstream TLS connector once.
+    if new.backend_tls != running.backend_tls {
+        pending.push("backend_tls".to_string());
+        new.backend_tls = running.backend_tls.clone();
+    }
     (new, pending)
 }
 
@@ -317,13 +363,16 @@ impl BackgroundService for Reloader {
             *self.last_text.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
         }
         let (tx, mut events) = mpsc::unbounded_channel();
-        let _watcher = match self.watch(tx) {
+        let _watcher = match watch_files(std::slice::from_ref(&self.path), tx) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::error!(file = %self.path.display(), error = %e, "cannot watch the config file; reload with SIGHUP");
                 None
             }
         };
+        let (cert_tx, mut cert_events) = mpsc::unbounded_channel();
+        let mut cert_watch = CertWatch::default();
+        cert_watch.follow(self.certificate_files(), &cert_tx);
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -340,17 +389,12 @@ impl BackgroundService for Reloader {
         loop {
             tokio::select! {
                 Some(()) = events.recv() => {
-                    // Debounce: wait until the events stop for a moment, but not
-                    // forever if something keeps touching the file.
-                    let give_up = tokio::time::Instant::now() + DEBOUNCE * 10;
-                    loop {
-                        tokio::select! {
-                            more = events.recv() => if more.is_none() { break },
-                            _ = tokio::time::sleep(DEBOUNCE) => break,
-                            _ = tokio::time::sleep_until(give_up) => break,
-                        }
-                    }
+                    settle(&mut events).await;
                     let _ = self.reload("file change", false).await;
+                }
+                Some(()) = cert_events.recv() => {
+                    settle(&mut cert_events).await;
+                    let _ = self.reload_certificate("certificate file change").await;
                 }
                 Some(()) = recv_hup(&mut hup) => {
                     let _ = self.reload("SIGHUP", true).await;
@@ -361,6 +405,8 @@ impl BackgroundService for Reloader {
                 }
                 _ = shutdown.changed() => return,
             }
+            // A reload may have named other certificate files.
+            cert_watch.follow(self.certificate_files(), &cert_tx);
         }
     }
 }
@@ -382,6 +428,7 @@ async fn recv_request<T>(requests: &mut Option<mpsc::Receiver<T>>) -> Option<T> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn restart_only_settings_keep_running_values() {
@@ -401,6 +448,31 @@ mod tests {
         assert_eq!(applied.threads, 2);
         assert_eq!(applied.health.interval, Duration::from_secs(9));
         assert_eq!(applied.backends[0].name, "b");
+    }
+
+    #[test]
+    fn the_tls_port_needs_a_restart_but_its_files_do_not() {
+        let tls = |listen: &str, cert: &str| {
+            let yaml = format!("tls: {{listen: '{listen}', cert: {cert}, key: /k}}");
+            Config::parse(&yaml, "t").unwrap()
+        };
+        let running = tls("127.0.0.1:1", "/a");
+        let (applied, pending) = keep_restart_only(&running, tls("127.0.0.1:1", "/b"));
+        assert!(pending.is_empty(), "{pending:?}");
+        assert_eq!(applied.tls.unwrap().cert, PathBuf::from("/b"));
+        let (applied, pending) = keep_restart_only(&running, tls("127.0.0.1:2", "/b"));
+        assert_eq!(pending, vec!["tls.listen"]);
+        let applied = applied.tls.unwrap();
+        assert_eq!(applied.listen, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(applied.cert, PathBuf::from("/b"));
+        // Removing it keeps the running port, certificate files included.
+        let (applied, pending) = keep_restart_only(&running, Config::parse("{}", "t").unwrap());
+        assert_eq!(pending, vec!["tls"]);
+        assert_eq!(applied.tls, running.tls);
+        let ca = Config::parse("backend_tls: {ca: /ca.pem}", "t").unwrap();
+        let (applied, pending) = keep_restart_only(&running, ca);
+        assert_eq!(pending, vec!["tls", "backend_tls"]);
+        assert!(applied.backend_tls.is_none());
     }
 
     #[test]
@@ -444,6 +516,58 @@ mod tests {
         // Same text again: nothing to do unless forced.
         assert!(!r.reload("test", false).await.unwrap());
         assert!(r.reload("test", true).await.unwrap());
+    }
+
+    /// A certificate-only reload reports its own failure and clears only that: a config
+    /// file that is still broken stays reported.
+    #[tokio::test]
+    async fn a_certificate_reload_clears_its_own_error_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let write_pair = || {
+            let made = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+            std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+            std::fs::write(&cert, made.cert.pem()).unwrap();
+        };
+        write_pair();
+        let path = dir.path().join("c.yaml");
+        let yaml = format!(
+            "tls: {{listen: '127.0.0.1:1', cert: '{}', key: '{}'}}\n",
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(&path, &yaml).unwrap();
+        let config = Config::load(&path).unwrap();
+        let served = Arc::new(crate::tls::ServerCert::load(config.tls.as_ref().unwrap()).unwrap());
+        let pool = Arc::new(Pool::new(config));
+        let status = Arc::new(ReloadStatus::default());
+        let r = Reloader::new(pool, path.clone(), status.clone())
+            .with_server_cert(Some(served.clone()));
+        let error = || {
+            status
+                .last_error
+                .load()
+                .as_deref()
+                .cloned()
+                .unwrap_or_default()
+        };
+
+        std::fs::write(&path, format!("{yaml}threads: 0\n")).unwrap();
+        assert!(r.reload("test", false).await.is_err());
+        let first = served.fingerprint();
+        write_pair();
+        assert!(r.reload_certificate("test").await.unwrap());
+        assert_ne!(served.fingerprint(), first);
+        assert!(error().contains("c.yaml:2:"), "{}", error());
+
+        std::fs::write(&cert, "").unwrap();
+        let e = r.reload_certificate("test").await.unwrap_err().to_string();
+        assert!(e.contains("the running certificate stays"), "{e}");
+        assert_eq!(error(), e);
+        write_pair();
+        assert!(r.reload_certificate("test").await.unwrap());
+        assert!(status.last_error.load().is_none());
+        assert_eq!(status.failures.load(Ordering::Relaxed), 2);
     }
 
     /// The token rule holds for the admin listener that keeps serving: a file that

@@ -1,5 +1,5 @@
 //! Assembles and runs the Pingora server: the proxy service on every `listen` address
-//! and the health checker beside it. Only a config that passed `startup::prepare` gets
+//! (and the TLS port), and the health checker beside it. Only a config that passed `startup::prepare` gets
 //! here, and every socket is bound before Pingora starts.
 
 use std::path::PathBuf;
@@ -27,6 +27,7 @@ pub struct Corral {
     queue: Arc<AdmissionQueue>,
     /// Where the proxy and the admin API listen, as bound (port 0 resolved).
     pub proxy_addrs: Vec<std::net::SocketAddr>,
+    pub tls_addr: Option<std::net::SocketAddr>,
     pub admin_addr: std::net::SocketAddr,
 }
 
@@ -50,12 +51,24 @@ pub fn build_from(
         .filter_map(|(_, l)| l.local_addr().ok())
         .collect();
     let admin_addr = sockets.admin.local_addr().unwrap_or(config.admin.listen);
+    let tls_addr = sockets.tls.as_ref().and_then(|(_, l)| l.local_addr().ok());
     let shown: Vec<String> = proxy_addrs.iter().map(|a| a.to_string()).collect();
     tracing::info!(
         listen = %shown.join(","),
         admin = %admin_addr,
         "Ollama endpoint listening (point OLLAMA_HOST here)"
     );
+    let tls_port = match (tls_addr, &prepared.server_cert) {
+        (Some(addr), Some(cert)) => {
+            tracing::info!(
+                listen = %addr,
+                certificate = %cert.fingerprint(),
+                "Ollama endpoint listening with TLS (OLLAMA_HOST=https://...)"
+            );
+            Some(crate::tls::TlsPort::new(addr, cert.clone())?)
+        }
+        _ => None,
+    };
     let conf = ServerConf {
         threads: config.threads,
         // SIGTERM is handled by `shutdown::DrainOnTerm`, which waits only as long as
@@ -64,6 +77,8 @@ pub fn build_from(
         graceful_shutdown_timeout_seconds: Some(5),
         // One retry per allowed backend switch, plus the first attempt.
         max_retries: config.routing.max_retries.saturating_add(1),
+        // Pingora's upstream connector trusts this file instead of the system's roots.
+        ca_file: prepared.backend_trust.ca_file(),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -75,23 +90,28 @@ pub fn build_from(
         queue: queue.clone(),
     });
     let demand = Arc::new(DemandTable::default());
-    let proxy_app = CorralProxy::new(pool.clone(), queue.clone(), demand.clone());
-    let mut proxy = crate::proxy::proxy_service(&server.configuration, proxy_app);
-    for (addr, _) in &sockets.proxy {
+    let trust = &prepared.backend_trust;
+    let proxy_app = CorralProxy::new(pool.clone(), queue.clone(), demand.clone(), trust);
+    let mut proxy = crate::proxy::proxy_service(&server.configuration, proxy_app, tls_port);
+    // The TLS port is a plain TCP listener too: the proxy's loop runs the handshake.
+    let mut proxy_sockets = sockets.proxy;
+    proxy_sockets.extend(sockets.tls);
+    for (addr, _) in &proxy_sockets {
         proxy.add_tcp(addr);
     }
-    server.add_service(PreBound::new(proxy, sockets.proxy));
+    server.add_service(PreBound::new(proxy, proxy_sockets));
     server.add_service(background_service(
         "health",
-        HealthChecker::new(pool.clone()),
+        HealthChecker::new(pool.clone(), trust),
     ));
     server.add_service(background_service(
         "placement",
-        Prewarm::new(pool.clone(), queue.clone(), demand.clone()),
+        Prewarm::new(pool.clone(), queue.clone(), demand.clone(), trust),
     ));
     let reloads = Arc::new(ReloadStatus::default());
     if let Some(path) = config_path {
-        let reloader = Reloader::new(pool.clone(), path, reloads.clone());
+        let reloader = Reloader::new(pool.clone(), path, reloads.clone())
+            .with_server_cert(prepared.server_cert.clone());
         server.add_service(background_service("reload", reloader));
     }
     let mut admin = AdminService::new(pool.clone(), queue.clone(), sockets.admin)
@@ -110,6 +130,7 @@ pub fn build_from(
         pool,
         queue,
         proxy_addrs,
+        tls_addr,
         admin_addr,
     })
 }

@@ -234,21 +234,24 @@ pub(super) fn unique_backends<'de, D: Deserializer<'de>>(
     d.deserialize_any(BackendsVisitor)
 }
 
-/// A plain-HTTP Ollama address. Follows `OLLAMA_HOST` rules: without a scheme the port
-/// defaults to 11434, with `http://` to 80.
+/// An Ollama address, `http://` or `https://`. Follows `OLLAMA_HOST` rules: without a
+/// scheme it is plain HTTP and the port defaults to 11434; with a scheme, to the
+/// scheme's own (80, 443).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendUrl {
     /// `host:port`, also used as the `Host` header sent to the backend.
     pub authority: String,
+    /// Also the name TLS asks for (SNI) and checks the certificate against.
     pub host: String,
     pub port: u16,
+    /// `https://`: corral speaks TLS to it and verifies its certificate.
+    pub tls: bool,
 }
 
 impl BackendUrl {
     /// Parses with a real URL parser (WHATWG, the `url` crate), so a port out of range is
     /// an error rather than a silent default, and refuses what corral would not send:
-    /// credentials, a path, a query. `https://` is refused: corral speaks plain HTTP to
-    /// backends.
+    /// credentials, a path, a query.
     pub fn parse(raw: &str) -> Result<BackendUrl, String> {
         let s = raw.trim();
         let invalid = |why: &dyn fmt::Display| format!("invalid backend url '{raw}': {why}");
@@ -256,13 +259,15 @@ impl BackendUrl {
         if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid(&"empty or contains whitespace"));
         }
-        let (url, default_port) = match s.split_once("://") {
+        let (url, default_port, tls) = match s.split_once("://") {
             Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => {
-                let url = url::Url::parse(s).map_err(|e| invalid(&e))?;
-                (url, 80)
+                (url::Url::parse(s).map_err(|e| invalid(&e))?, 80, false)
+            }
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
+                (url::Url::parse(s).map_err(|e| invalid(&e))?, 443, true)
             }
             Some((scheme, _)) => {
-                let why = "only http:// is supported";
+                let why = "only http:// and https:// are supported";
                 return Err(format!(
                     "unsupported scheme '{scheme}' in backend url '{raw}' ({why})"
                 ));
@@ -270,7 +275,7 @@ impl BackendUrl {
             // `host:port` alone would parse as scheme `host`; read it as Ollama does.
             None => {
                 let url = url::Url::parse(&format!("http://{s}")).map_err(|e| invalid(&e))?;
-                (url, 11434)
+                (url, 11434, false)
             }
         };
         if !url.username().is_empty() || url.password().is_some() {
@@ -289,11 +294,13 @@ impl BackendUrl {
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
             None => return Err(format!("backend url '{raw}' has no host")),
         };
+        let scheme_given = default_port != 11434;
         let port = match url.port() {
             Some(p) => p,
-            None if default_port == 80 => 80,
-            // `Url` hides a port equal to its scheme's default, so an explicit `:80`
-            // without a scheme looks like no port at all; https's default differs.
+            // `Url` hides a port equal to its scheme's default.
+            None if scheme_given => default_port,
+            // Without a scheme an explicit `:80` looks like no port at all; https's
+            // default differs.
             None => url::Url::parse(&format!("https://{s}"))
                 .ok()
                 .and_then(|u| u.port())
@@ -311,12 +318,26 @@ impl BackendUrl {
             authority,
             host,
             port,
+            tls,
         })
     }
 
-    /// `http://host:port` for clients that want a base URL.
+    /// `http://host:port` (or `https://`) for clients that want a base URL.
     pub fn base(&self) -> String {
-        format!("http://{}", self.authority)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority)
+    }
+
+    /// The URL corral's own clients (probes, prewarm) send `path` to. Plain HTTP goes
+    /// to the resolved `addr`, with the backend's Host header set by the caller, so a
+    /// probe checks the very address the proxy connects to; TLS must name the host,
+    /// which the certificate is checked against, and lets the client resolve it.
+    pub fn request_url(&self, addr: SocketAddr, path: &str) -> String {
+        if self.tls {
+            format!("{}{path}", self.base())
+        } else {
+            format!("http://{addr}{path}")
+        }
     }
 }
 

@@ -12,7 +12,7 @@ pub use cluster::{check_peer_addr, ClusterConfig};
 pub use error::ConfigError;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -53,6 +53,33 @@ pub struct Config {
     /// kept across restarts. Absent: systemd's `$STATE_DIRECTORY`, else memory only.
     #[serde(default)]
     pub state_dir: Option<std::path::PathBuf>,
+    /// The Ollama endpoint over TLS, on a port of its own beside `listen`.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// How `https://` backends' certificates are checked; absent = the system's roots.
+    #[serde(default)]
+    pub backend_tls: Option<BackendTlsConfig>,
+}
+
+/// TLS on the proxy port. The files are PEM; they are read at start and on every
+/// reload (SIGHUP, a change of the config file or of either file).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The leaf certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Trust for `https://` backends: the proxy, the health probes and fan-out calls alike.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsConfig {
+    /// PEM file of the CA certificates that sign the backends' certificates; used
+    /// instead of the system's roots (for a private CA or a self-signed backend).
+    pub ca: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -101,9 +101,34 @@ fn bad_values_have_locations() {
     let e = err("routing: {strategy: fastest}\n");
     assert!(e.starts_with("c.yaml:1:"), "{e}");
     assert!(e.contains("unknown variant `fastest`"), "{e}");
-    let e = err("backends:\n  - {name: a, url: 'https://x'}\n");
-    assert!(e.contains("only http:// is supported"), "{e}");
+    let e = err("backends:\n  - {name: a, url: 'ftp://x'}\n");
+    assert!(e.contains("only http:// and https:// are supported"), "{e}");
     assert!(e.starts_with("c.yaml:2:"), "{e}");
+    let e = err("tls: {listen: '127.0.0.1:1', cert: /c}\n");
+    assert!(e.starts_with("c.yaml:1:"), "{e}");
+    assert!(e.contains("missing field `key`"), "{e}");
+    let e = err("tls:\n  listen: nowhere\n  cert: /c\n  key: /k\n");
+    assert!(e.starts_with("c.yaml:2:"), "{e}");
+    let e = err("backend_tls: {ca: /ca.pem, verify: false}\n");
+    assert!(e.contains("unknown field `verify`"), "{e}");
+}
+
+#[test]
+fn tls_sections_parse() {
+    let c = Config::parse(
+        "tls: {listen: '0.0.0.0:11443', cert: /etc/corral/tls.crt, key: /etc/corral/tls.key}\n\
+         backend_tls: {ca: /etc/corral/backends-ca.pem}\n",
+        "t",
+    )
+    .unwrap();
+    let tls = c.tls.unwrap();
+    assert_eq!(tls.listen, "0.0.0.0:11443".parse().unwrap());
+    assert_eq!(tls.key, std::path::PathBuf::from("/etc/corral/tls.key"));
+    assert_eq!(
+        c.backend_tls.unwrap().ca,
+        std::path::PathBuf::from("/etc/corral/backends-ca.pem")
+    );
+    assert!(Config::parse("{}", "t").unwrap().tls.is_none());
 }
 
 #[test]
@@ -158,10 +183,35 @@ fn backend_url_invalid_port_or_credentials_are_errors_with_location() {
         assert!(e.starts_with("c.yaml:3:10: "), "{bad}: {e}");
         assert!(e.contains("has credentials"), "{bad}: {e}");
     }
-    // https is refused, as before: corral speaks plain HTTP to backends.
-    let e = err("backends:\n  - name: a\n    url: 'https://gpu'\n");
+    let e = err("backends:\n  - name: a\n    url: 'unix:///run/ollama.sock'\n");
     assert!(e.starts_with("c.yaml:3:10: "), "{e}");
-    assert!(e.contains("only http:// is supported"), "{e}");
+    assert!(e.contains("only http:// and https:// are supported"), "{e}");
+}
+
+#[test]
+fn https_backends_default_to_443_and_keep_their_scheme() {
+    let u = BackendUrl::parse("https://gpu.internal").unwrap();
+    assert!(u.tls);
+    assert_eq!(
+        (u.authority.as_str(), u.host.as_str()),
+        ("gpu.internal:443", "gpu.internal")
+    );
+    assert_eq!(u.base(), "https://gpu.internal:443");
+    let u = BackendUrl::parse("HTTPS://10.0.0.1:8443").unwrap();
+    assert_eq!((u.authority.as_str(), u.tls), ("10.0.0.1:8443", true));
+    // Round trip through the state file and the replicated pool, which store base().
+    assert_eq!(BackendUrl::parse(&u.base()).unwrap(), u);
+    assert!(!BackendUrl::parse("gpu:443").unwrap().tls);
+    let addr = "10.0.0.1:8443".parse().unwrap();
+    assert_eq!(
+        u.request_url(addr, "/api/ps"),
+        "https://10.0.0.1:8443/api/ps"
+    );
+    let plain = BackendUrl::parse("gpu:5").unwrap();
+    assert_eq!(
+        plain.request_url(addr, "/api/ps"),
+        "http://10.0.0.1:8443/api/ps"
+    );
 }
 
 proptest::proptest! {

@@ -24,8 +24,10 @@ pub struct HealthChecker {
 }
 
 impl HealthChecker {
-    pub fn new(pool: Arc<Pool>) -> HealthChecker {
-        let client = reqwest::Client::builder()
+    /// `trust`: what `https://` backends' certificates are checked against.
+    pub fn new(pool: Arc<Pool>, trust: &crate::tls::BackendTrust) -> HealthChecker {
+        let client = trust
+            .client_builder()
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default();

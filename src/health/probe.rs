@@ -61,9 +61,9 @@ async fn get_json(
     path: &'static str,
     timeout: Duration,
 ) -> Result<Value, ProbeError> {
-    // Connect to the resolved address but present the backend's own Host.
+    // Connect to the resolved address (plain HTTP) but present the backend's own Host.
     let resp = client
-        .get(format!("http://{addr}{path}"))
+        .get(url.request_url(addr, path))
         .header("Host", url.authority.as_str())
         .timeout(timeout)
         .send()

@@ -39,8 +39,9 @@ const MAX_BODY: usize = 1024 * 1024;
 
 /// The client fleet operations use. Deadlines are per request, from the config current
 /// when the operation starts (so a reload applies to the next one).
-pub(super) fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+pub(super) fn client(trust: &crate::tls::BackendTrust) -> reqwest::Client {
+    trust
+        .client_builder()
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
         .unwrap_or_default()

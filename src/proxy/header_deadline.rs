@@ -2,7 +2,7 @@
 //!
 //! Pingora reads a request header with a timeout per read call (60 s on a new
 //! connection, the keep-alive time on a reused one), so a client that sends a byte a
-//! second holds its connection forever. Every accepted plain-TCP connection is wrapped
+//! second holds its connection forever. Every accepted connection is wrapped
 //! in a `HeaderClock`, which fails the pending read once the header has taken longer
 //! than the limit: counted from accept on a new connection, and from the first byte of
 //! the next request on a kept-alive one (the wait before that byte is the keep-alive
@@ -10,6 +10,8 @@
 //! parsed (`stop_header_clock`), so bodies and streamed answers are never cut by it;
 //! `HeaderDeadlineApp` runs Pingora's HTTP/1 keep-alive loop itself so that it can
 //! restart the clock between requests, after Pingora has drained the previous body.
+//! On the TLS port it runs the handshake first, within the same deadline: the clock of
+//! a TLS connection starts at accept, not after the handshake.
 
 use std::future::Future;
 use std::io;
@@ -36,6 +38,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::CorralProxy;
 use crate::pool::Pool;
+use crate::tls::TlsPort;
 
 /// The clock is stopped: a body or an answer is under way.
 const STOPPED: u64 = u64::MAX;
@@ -56,9 +59,8 @@ pub struct HeaderClock {
 }
 
 impl HeaderClock {
-    /// Wraps a just-accepted connection; the clock runs from now.
-    pub fn new(inner: Stream, limit: Duration) -> HeaderClock {
-        let origin = Instant::now();
+    /// Wraps a connection accepted at `origin` (before its TLS handshake, if any).
+    pub fn since(inner: Stream, limit: Duration, origin: Instant) -> HeaderClock {
         HeaderClock {
             inner,
             origin,
@@ -260,13 +262,40 @@ impl std::fmt::Debug for HeaderClock {
 pub struct HeaderDeadlineApp {
     proxy: Arc<HttpProxy<CorralProxy>>,
     pool: Arc<Pool>,
+    tls: Option<TlsPort>,
 }
 
 impl HeaderDeadlineApp {
-    pub fn new(proxy: HttpProxy<CorralProxy>, pool: Arc<Pool>) -> HeaderDeadlineApp {
+    pub fn new(
+        proxy: HttpProxy<CorralProxy>,
+        pool: Arc<Pool>,
+        tls: Option<TlsPort>,
+    ) -> HeaderDeadlineApp {
         HeaderDeadlineApp {
             proxy: Arc::new(proxy),
             pool,
+            tls,
+        }
+    }
+
+    /// The connection as HTTP will read it: on the TLS port, after a handshake that
+    /// must end within `limit` of accept; `None` when it failed (logged at debug: port
+    /// scanners and plain-HTTP clients on the TLS port are routine).
+    async fn secure(&self, stream: Stream, limit: Duration) -> Option<Stream> {
+        let tls = match &self.tls {
+            Some(tls) if tls.accepted(&stream) => tls,
+            _ => return Some(stream),
+        };
+        match tokio::time::timeout(limit, tls.handshake(stream)).await {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(limit = ?limit, "TLS handshake not complete within timeouts.header");
+                None
+            }
         }
     }
 }
@@ -278,12 +307,11 @@ impl ServerApp for HeaderDeadlineApp {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // TLS may negotiate HTTP/2, which Pingora's own loop handles (no clock there).
-        if stream.get_ssl_digest().is_some() {
-            return self.proxy.process_new(stream, shutdown).await;
-        }
+        let accepted = Instant::now();
         let limit = self.pool.load().config.timeouts.header;
-        let mut session = ServerSession::new_http1(Box::new(HeaderClock::new(stream, limit)));
+        let stream = self.secure(stream, limit).await?;
+        let clock = HeaderClock::since(stream, limit, accepted);
+        let mut session = ServerSession::new_http1(Box::new(clock));
         // As Pingora's loop does: keep-alive unless shutting down; the proxy sets the
         // configured keep-alive time per request.
         session.set_keepalive((!*shutdown.borrow()).then_some(60));
@@ -319,7 +347,10 @@ mod tests {
 
     fn clocked(limit: Duration) -> (HeaderClock, tokio::io::DuplexStream) {
         let (ours, theirs) = tokio::io::duplex(1024);
-        (HeaderClock::new(Box::new(ours), limit), theirs)
+        (
+            HeaderClock::since(Box::new(ours), limit, Instant::now()),
+            theirs,
+        )
     }
 
     #[tokio::test(start_paused = true)]

@@ -52,29 +52,32 @@ pub struct CorralProxy {
 
 impl CorralProxy {
     /// `demand` is shared with the placement loop that samples it (`routing::Prewarm`).
+    /// `trust` is what `https://` backends are checked against by fleet operations.
     pub fn new(
         pool: Arc<Pool>,
         queue: Arc<AdmissionQueue>,
         demand: Arc<DemandTable>,
+        trust: &crate::tls::BackendTrust,
     ) -> CorralProxy {
         CorralProxy {
             pool,
             router: Router::new(demand),
             queue,
-            fleet_client: fleet::client(),
+            fleet_client: fleet::client(trust),
         }
     }
 }
 
-/// The service on the `listen` addresses: the proxy behind Pingora's HTTP/1 loop, with
-/// a total deadline on every request header.
+/// The service on the `listen` addresses and the TLS port: the proxy behind Pingora's
+/// HTTP/1 loop, with a total deadline on every request header (and TLS handshake).
 pub fn proxy_service(
     conf: &Arc<ServerConf>,
     proxy: CorralProxy,
+    tls: Option<crate::tls::TlsPort>,
 ) -> Service<header_deadline::HeaderDeadlineApp> {
     let pool = proxy.pool.clone();
     let app =
-        header_deadline::HeaderDeadlineApp::new(pingora::proxy::http_proxy(conf, proxy), pool);
+        header_deadline::HeaderDeadlineApp::new(pingora::proxy::http_proxy(conf, proxy), pool, tls);
     Service::new("corral proxy".to_string(), app)
 }
 
@@ -185,6 +188,13 @@ impl ProxyHttp for CorralProxy {
             previous.settle(&table, Outcome::Neutral);
         }
         let state = pick.backend.state.clone();
+        // TLS checks the certificate against the backend's host name (or IP); an empty
+        // SNI would turn the check off in Pingora.
+        let url = &pick.backend.config.url;
+        let (tls, sni) = match url.tls {
+            true => (true, url.host.clone()),
+            false => (false, String::new()),
+        };
         ctx.tried.push(pick.backend.name().to_string());
         let watcher: Arc<dyn SlotWatcher> = self.queue.clone();
         let model = ctx.model_name().filter(|_| ctx.endpoint.is_inference());
@@ -196,7 +206,7 @@ impl ProxyHttp for CorralProxy {
             ));
         };
         let t = &table.config.timeouts;
-        let mut peer = HttpPeer::new(*addr, false, String::new());
+        let mut peer = HttpPeer::new(*addr, tls, sni);
         peer.options.connection_timeout = Some(t.connect);
         peer.options.read_timeout = Some(t.first_byte);
         peer.options.write_timeout = Some(t.idle);

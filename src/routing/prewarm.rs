@@ -33,8 +33,14 @@ pub struct Prewarm {
 }
 
 impl Prewarm {
-    pub fn new(pool: Arc<Pool>, queue: Arc<AdmissionQueue>, demand: Arc<DemandTable>) -> Prewarm {
-        let client = reqwest::Client::builder()
+    pub fn new(
+        pool: Arc<Pool>,
+        queue: Arc<AdmissionQueue>,
+        demand: Arc<DemandTable>,
+        trust: &crate::tls::BackendTrust,
+    ) -> Prewarm {
+        let client = trust
+            .client_builder()
             .no_proxy()
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
@@ -113,7 +119,7 @@ impl Prewarm {
         tracing::info!(backend = %name, model = %model, evicts = ?hold.evicts, "prewarming");
         let request = self
             .client
-            .post(format!("http://{addr}/api/generate"))
+            .post(backend.config.url.request_url(*addr, "/api/generate"))
             .header("Host", backend.config.url.authority.as_str())
             .timeout(table.config.timeouts.first_byte)
             .json(&serde_json::json!({ "model": model.as_str() }));

@@ -18,6 +18,7 @@ mod scheduler;
 mod slots;
 mod state;
 mod stats;
+mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -85,6 +86,13 @@ pub struct SimArgs {
     /// json.dumps (and keys reversed), `pretty` bodies over many lines (streams spaced)
     #[arg(long, value_enum, default_value = "compact")]
     pub json_style: JsonStyle,
+    /// serve HTTPS with this PEM certificate chain (and --tls-key), to stand in for a
+    /// backend behind TLS
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// the PEM private key of --tls-cert
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for SimArgs {
@@ -104,6 +112,7 @@ pub struct SimServer {
     listener: TcpListener,
     local_addr: SocketAddr,
     state: Arc<SimState>,
+    tls: Option<pingora::tls::TlsAcceptor>,
 }
 
 impl SimServer {
@@ -114,11 +123,29 @@ impl SimServer {
         let local_addr = listener.local_addr()?;
         let name = args.name.clone().unwrap_or_else(|| local_addr.to_string());
         let state = SimState::new(&args, name)?;
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(&crate::config::TlsConfig {
+                listen: local_addr,
+                cert: cert.clone(),
+                key: key.clone(),
+            })?),
+            _ => None,
+        };
         Ok(SimServer {
             listener,
             local_addr,
             state,
+            tls,
         })
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -128,6 +155,10 @@ impl SimServer {
     /// Serves until the process ends.
     pub async fn serve(self) -> anyhow::Result<()> {
         tracing::info!(sim = %self.state.config.name, addr = %self.local_addr, "simulator serving");
+        if let Some(acceptor) = self.tls {
+            tls::serve(self.listener, router(self.state), acceptor).await;
+            return Ok(());
+        }
         // Tokens are tiny writes; Nagle would batch them and distort time-to-first-token
         // (Go's net/http, and so Ollama, sets TCP_NODELAY too).
         let listener = self.listener.tap_io(|stream| {
@@ -149,7 +180,8 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
-        "corral sim listening on http://{}",
+        "corral sim listening on {}://{}",
+        server.scheme(),
         server.local_addr()
     )?;
     stdout.flush()?;

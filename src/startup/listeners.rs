@@ -21,6 +21,8 @@ pub struct Listeners {
     /// Keyed by the address string the proxy service is given: Pingora looks its fd
     /// table up by that string.
     pub proxy: Vec<(String, TcpListener)>,
+    /// The TLS port, keyed like `proxy`: the same service serves it.
+    pub tls: Option<(String, TcpListener)>,
     pub admin: TcpListener,
     pub cluster: Option<TcpListener>,
 }
@@ -32,6 +34,10 @@ pub fn bind(config: &Config) -> Result<Listeners, StartupError> {
         .iter()
         .map(|a| Ok((a.to_string(), bind_one("listen", *a)?)))
         .collect::<Result<_, StartupError>>()?;
+    let tls = match &config.tls {
+        Some(t) => Some((t.listen.to_string(), bind_one("tls.listen", t.listen)?)),
+        None => None,
+    };
     let admin = bind_one("admin.listen", config.admin.listen)?;
     let cluster = match &config.cluster {
         Some(c) => Some(bind_one("cluster.listen", c.listen)?),
@@ -39,6 +45,7 @@ pub fn bind(config: &Config) -> Result<Listeners, StartupError> {
     };
     Ok(Listeners {
         proxy,
+        tls,
         admin,
         cluster,
     })

@@ -29,6 +29,8 @@ pub enum StartupError {
         second: &'static str,
         b: SocketAddr,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr} ({setting}): {source}")]
     Bind {
         setting: &'static str,
@@ -41,18 +43,23 @@ pub enum StartupError {
 /// one, so a server cannot be built from an unchecked config.
 pub struct Prepared {
     pub pool: Pool,
+    /// The proxy port's certificate, when `tls` is set.
+    pub server_cert: Option<std::sync::Arc<crate::tls::ServerCert>>,
+    pub backend_trust: crate::tls::BackendTrust,
 }
 
 /// Everything about a config that can be judged without binding a socket: the admin
 /// token resolves and a non-loopback admin listener has one, no two listeners share an
-/// address, and the Raft settings are valid. Hot reload runs it on the file as written
-/// and on the config that will actually serve.
+/// address, the Raft settings are valid, and the TLS certificate, key and backend CA
+/// files load. Hot reload runs it on the file as written and on the config that will
+/// actually serve.
 pub fn validate(config: &Config) -> Result<(), StartupError> {
     crate::admin::auth::check_config(config)?;
     check_addresses(config)?;
     if let Some(cluster) = &config.cluster {
         crate::cluster::raft_config(cluster).map_err(StartupError::Cluster)?;
     }
+    crate::tls::check(config)?;
     Ok(())
 }
 
@@ -60,13 +67,25 @@ pub fn validate(config: &Config) -> Result<(), StartupError> {
 /// written). `serve` starts from the result; `corral check` stops after it.
 pub fn prepare(config: Config) -> Result<Prepared, StartupError> {
     validate(&config)?;
+    let server_cert = match &config.tls {
+        Some(tls) => Some(std::sync::Arc::new(crate::tls::ServerCert::load(tls)?)),
+        None => None,
+    };
+    let backend_trust = crate::tls::BackendTrust::load(&config)?;
     let pool = crate::admin::persist::restore_pool(config)?;
-    Ok(Prepared { pool })
+    Ok(Prepared {
+        pool,
+        server_cert,
+        backend_trust,
+    })
 }
 
 /// Every address this config listens on, named by its setting.
 pub fn listen_addresses(config: &Config) -> Vec<(&'static str, SocketAddr)> {
     let mut out: Vec<_> = config.listen.iter().map(|a| ("listen", *a)).collect();
+    if let Some(tls) = &config.tls {
+        out.push(("tls.listen", tls.listen));
+    }
     out.push(("admin.listen", config.admin.listen));
     if let Some(c) = &config.cluster {
         out.push(("cluster.listen", c.listen));

@@ -83,3 +83,42 @@ fn a_taken_port_is_an_error_naming_the_setting() {
         .to_string()
         .starts_with(&format!("cannot listen on {taken} (admin.listen): ")));
 }
+
+#[test]
+fn the_tls_port_is_a_listener_and_its_files_must_load() {
+    let e = validate(&config(
+        "listen: 0.0.0.0:7\ntls: {listen: '127.0.0.1:7', cert: /c, key: /k}",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("listen 0.0.0.0:7 and tls.listen 127.0.0.1:7"),
+        "{e}"
+    );
+
+    let e = validate(&config(
+        "tls: {listen: '127.0.0.1:9', cert: /nonexistent/tls.crt, key: /k}",
+    ))
+    .unwrap_err();
+    assert!(matches!(e, StartupError::Tls(_)), "{e}");
+    assert!(
+        e.to_string().starts_with("tls.cert /nonexistent/tls.crt: "),
+        "{e}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "no PEM here\n").unwrap();
+    let e = validate(&config(&format!("backend_tls: {{ca: '{}'}}", ca.display())))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("backend_tls.ca "), "{e}");
+    assert!(e.contains("no certificate in the file"), "{e}");
+    let made = rcgen::generate_simple_self_signed(vec!["b.test".to_string()]).unwrap();
+    std::fs::write(&ca, made.cert.pem()).unwrap();
+    let prepared = prepare(config(&format!("backend_tls: {{ca: '{}'}}", ca.display()))).unwrap();
+    assert_eq!(
+        prepared.backend_trust.ca_file(),
+        Some(ca.display().to_string())
+    );
+}

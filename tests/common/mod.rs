@@ -118,7 +118,10 @@ pub fn start_sim(args: &[&str]) -> Sim {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("corral sim listening on http://") {
+            let announced = line.strip_prefix("corral sim listening on ");
+            let addr =
+                announced.and_then(|a| a.strip_prefix("http://").or(a.strip_prefix("https://")));
+            if let Some(addr) = addr {
                 let _ = tx.send(addr.trim().to_string());
             }
         }
