@@ -301,6 +301,10 @@ pub fn keep_restart_only(running: &Config, mut new: Config) -> (Config, Vec<Stri
         pending.push("state_dir".to_string());
         new.state_dir = running.state_dir.clone();
     }
+    if new.upgrade_sock != running.upgrade_sock {
+        pending.push("upgrade_sock".to_string());
+        new.upgrade_sock = running.upgrade_sock.clone();
+    }
     // The Raft member starts once with its node id, peers and data directory.
     if new.cluster != running.cluster {
         pending.push("cluster".to_string());

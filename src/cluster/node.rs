@@ -137,7 +137,7 @@ async fn run(
         Ok(c) => Arc::new(c),
         Err(e) => return slot.fail(e),
     };
-    let store = match Store::open(&config.data_dir) {
+    let store = match open_store(&config.data_dir).await {
         Ok(s) => s,
         Err(e) => {
             return slot.fail(format!(
@@ -191,6 +191,29 @@ async fn run(
     let _ = stop.wait_for(|s| *s).await;
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
+    }
+}
+
+/// Opens the Raft storage; while another process holds it — the corral this one
+/// upgrades, whose Raft member stops a few seconds after the hand-over — waits for it.
+async fn open_store(dir: &std::path::Path) -> Result<Store, super::store::DbError> {
+    const WAIT: Duration = Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut said = false;
+    loop {
+        match Store::open(dir) {
+            Err(super::store::DbError::Redb(e))
+                if matches!(*e, redb::Error::DatabaseAlreadyOpen)
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                if !said {
+                    tracing::info!(dir = %dir.display(), "Raft storage in use (an upgrade's old process?); waiting");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
     }
 }
 

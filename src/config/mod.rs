@@ -53,6 +53,11 @@ pub struct Config {
     /// kept across restarts. Absent: systemd's `$STATE_DIRECTORY`, else memory only.
     #[serde(default)]
     pub state_dir: Option<std::path::PathBuf>,
+    /// The unix socket through which a running corral hands its listening sockets to
+    /// `corral serve --upgrade`. Absent: `upgrade.sock` in the state directory, else a
+    /// name in the temp directory derived from the config file's path.
+    #[serde(default)]
+    pub upgrade_sock: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
