@@ -15,7 +15,7 @@ use common::*;
 use serde_json::{json, Value};
 
 /// Bounds of the load: per worker, and for the whole run.
-const WORKERS: usize = 6;
+const WORKERS: usize = 8;
 const MAX_ROUNDS: usize = 400;
 const RUN_LIMIT: Duration = Duration::from_secs(90);
 
@@ -182,15 +182,20 @@ async fn upgrade_under_load_refuses_and_cuts_nothing() {
     })
     .await;
     let new_log = old.dir.path().join("corral-new.log");
+    // As under systemd: the new process must name itself the service's main PID.
+    let notify_path = old.dir.path().join("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).expect("bind notify socket");
     let child = Command::new(BIN)
         .args(["serve", "--upgrade", "--config"])
         .arg(&config_path)
         .env("RUST_LOG", "info")
+        .env("NOTIFY_SOCKET", &notify_path)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&new_log).expect("log file"))
         .spawn()
         .expect("spawn corral serve --upgrade");
     let new = Proc::new(child, Some(new_log));
+    let new_pid = new.child.id();
     // The old process waits for the new one to listen on the upgrade socket.
     let quit = Command::new("kill")
         .args(["-QUIT", &old.proc.child.id().to_string()])
@@ -238,7 +243,18 @@ async fn upgrade_under_load_refuses_and_cuts_nothing() {
         t(&tally.failed),
         old_ran.as_secs_f64()
     );
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(DEADLINE, notify.recv(&mut buf))
+        .await
+        .expect("no READY=1 from the new process")
+        .expect("notify socket");
+    let ready = String::from_utf8_lossy(&buf[..n]).to_string();
     let logs = || format!("old:\n{}\nnew:\n{}", old.proc.log(), new.log());
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(
+        ready.lines().any(|l| l == format!("MAINPID={new_pid}")),
+        "{ready:?}"
+    );
     assert!(status.success(), "old exited with {status}\n{}", logs());
     assert_eq!(t(&tally.refused), 0, "connections refused\n{}", logs());
     assert_eq!(t(&tally.cut), 0, "streams cut\n{}", logs());
