@@ -38,7 +38,8 @@ pub struct Config {
     /// Worker threads of the proxy service.
     #[serde(default = "defaults::threads", deserialize_with = "de::positive_usize")]
     pub threads: usize,
-    /// On SIGTERM, the longest wait for in-flight requests before corral exits anyway.
+    /// On SIGTERM, or after an upgrade's hand-over, the longest wait for in-flight
+    /// requests before corral exits anyway.
     #[serde(
         default = "defaults::shutdown_grace",
         deserialize_with = "de::duration"
