@@ -87,7 +87,8 @@ pub fn build_from(prepared: Prepared, launch: Launch) -> Result<Corral, StartupE
     // No `Opt { upgrade: true }`: the sockets are already taken over (`upgrade`).
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let readiness = Arc::new(Readiness::default());
+    // With a cluster, the Raft state machine's backends are still to come.
+    let readiness = Arc::new(Readiness::new(config.cluster.is_none()));
 
     let queue = Arc::new(AdmissionQueue::default());
     crate::metrics::global().set_live_source(crate::metrics::LiveSource {
@@ -113,7 +114,7 @@ pub fn build_from(prepared: Prepared, launch: Launch) -> Result<Corral, StartupE
     server.add_service(background_service(
         "systemd",
         SystemdNotify {
-            readiness,
+            readiness: readiness.clone(),
             successor,
         },
     ));
@@ -135,7 +136,8 @@ pub fn build_from(prepared: Prepared, launch: Launch) -> Result<Corral, StartupE
         .with_reloads(reloads)
         .with_demand(demand);
     if let (Some(cluster), Some(listener)) = (config.cluster.clone(), sockets.cluster) {
-        let cluster = crate::cluster::start(&mut server, cluster, &pool, listener);
+        let cluster =
+            crate::cluster::start(&mut server, cluster, &pool, listener, readiness.clone());
         let (open, protected) = cluster.routes();
         admin = admin
             .with_writer(cluster.writer())

@@ -68,6 +68,7 @@ pub(crate) struct ClusterService {
     pub slot: Arc<ClusterSlot>,
     /// The peer RPC socket, bound at start-up; moved to the Raft thread on start.
     pub listener: Mutex<Option<std::net::TcpListener>>,
+    pub readiness: Arc<crate::readiness::Readiness>,
 }
 
 #[async_trait]
@@ -78,12 +79,14 @@ impl BackgroundService for ClusterService {
         let admin_addr = self.admin_addr.clone();
         let pool = self.pool.clone();
         let slot = self.slot.clone();
+        let readiness = self.readiness.clone();
         let Some(listener) = self
             .listener
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
         else {
+            readiness.set_pool_complete();
             return self.slot.fail("cluster service started twice".to_string());
         };
         let spawned = std::thread::Builder::new()
@@ -98,9 +101,15 @@ impl BackgroundService for ClusterService {
                     Ok(rt) => rt,
                     Err(e) => return slot.fail(format!("cannot start the Raft runtime: {e}")),
                 };
-                rt.block_on(run(config, listener, admin_addr, pool, slot, stop_rx));
+                let published = readiness.clone();
+                rt.block_on(run(
+                    config, listener, admin_addr, pool, slot, stop_rx, published,
+                ));
+                // A member that gave up publishes nothing: do not wait for it.
+                readiness.set_pool_complete();
             });
         if let Err(e) = spawned {
+            self.readiness.set_pool_complete();
             self.slot.fail(format!("cannot start the Raft thread: {e}"));
             return;
         }
@@ -132,6 +141,7 @@ async fn run(
     pool: Arc<Pool>,
     slot: Arc<ClusterSlot>,
     mut stop: watch::Receiver<bool>,
+    readiness: Arc<crate::readiness::Readiness>,
 ) {
     let raft_config = match raft_config(&config) {
         Ok(c) => Arc::new(c),
@@ -182,7 +192,7 @@ async fn run(
             let _ = stop_rpc.wait_for(|s| *s).await;
         },
     ));
-    tokio::spawn(publish::run(pool, pool_rx));
+    tokio::spawn(publish::run(pool, pool_rx, readiness));
     tokio::spawn(watch_metrics(raft.clone()));
     tokio::spawn(expire_leases(cluster.clone()));
     bootstrap(&raft, &config, &admin_addr).await;

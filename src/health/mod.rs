@@ -103,8 +103,9 @@ impl HealthChecker {
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         loop {
+            let whole_pool = self.readiness.as_ref().is_some_and(|r| r.pool_complete());
             self.probe_all().await;
-            if let Some(r) = &self.readiness {
+            if let (true, Some(r)) = (whole_pool, &self.readiness) {
                 r.set_probed();
             }
             let interval = self.pool.load().config.health.interval;
