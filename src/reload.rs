@@ -357,7 +357,10 @@ impl BackgroundService for Reloader {
                     let _ = self.reload("file change", false).await;
                 }
                 Some(()) = recv_hup(&mut hup) => {
+                    // SIGHUP is `systemctl reload`: systemd waits for READY=1 again.
+                    crate::systemd::reloading();
                     let _ = self.reload("SIGHUP", true).await;
+                    crate::systemd::reloaded();
                 }
                 Some(reply) = recv_request(&mut requests) => {
                     // The asker may have gone; the reload stands either way.

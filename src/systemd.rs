@@ -2,8 +2,10 @@
 //! accepts and the first probe round is done, then WATCHDOG=1 every half `WatchdogSec`.
 //! A process started with `serve --upgrade` also names itself the main PID, so systemd
 //! follows the new process when the old one exits. STOPPING=1 is sent by
-//! `shutdown`. Without `NOTIFY_SOCKET` (not under systemd) nothing is sent.
+//! `shutdown`, RELOADING=1 and READY=1 around a SIGHUP reload by `reload`. Without
+//! `NOTIFY_SOCKET` (not under systemd) nothing is sent.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -22,6 +24,28 @@ pub struct SystemdNotify {
 /// Whether a service manager listens for notifications.
 pub fn under_systemd() -> bool {
     std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty())
+}
+
+/// READY=1 went out: a reload may report itself (before, its READY=1 would be early).
+static READY_SENT: AtomicBool = AtomicBool::new(false);
+
+/// Tells systemd a reload (`systemctl reload`, SIGHUP) has begun.
+pub fn reloading() {
+    if !READY_SENT.load(Ordering::Relaxed) {
+        return;
+    }
+    // systemd 253+ wants the clock with RELOADING=1 to tell this reload from older ones.
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
+}
+
+/// Tells systemd the reload is over, whatever its result (the old config serves on).
+pub fn reloaded() {
+    if READY_SENT.load(Ordering::Relaxed) {
+        notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
+    }
 }
 
 /// Sends `states`, logging (not failing) when the socket refuses them.
@@ -47,6 +71,7 @@ impl BackgroundService for SystemdNotify {
             states.push(NotifyState::MainPid(pid));
         }
         notify(&states);
+        READY_SENT.store(true, Ordering::Relaxed);
         tracing::info!(pid, "told systemd: ready");
         let Some(period) = sd_notify::watchdog_enabled() else {
             return;

@@ -1,8 +1,8 @@
 //! `Type=notify` as systemd sees it: corral is started with `NOTIFY_SOCKET` pointing
 //! at a datagram socket this test owns, and must send READY=1 only once the proxy port
 //! answers and its first probe round is over — including the probe of a backend that
-//! never answers, which takes `health.timeout` — then WATCHDOG=1 while it runs, and
-//! STOPPING=1 on SIGTERM.
+//! never answers, which takes `health.timeout` — then WATCHDOG=1 while it runs,
+//! RELOADING=1 and READY=1 around a SIGHUP reload, and STOPPING=1 on SIGTERM.
 
 mod common;
 
@@ -34,7 +34,7 @@ async fn wait_message(sock: &UnixDatagram, line: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ready_after_listeners_and_first_probe_round_then_watchdog_and_stopping() {
+async fn ready_after_listeners_and_first_probe_round_then_watchdog_reload_and_stopping() {
     let sim = start_sim(&["--models", "llama3"]);
     // Its probe only ends with health.timeout: READY=1 before that would be early.
     let silent = HostileBackend::start(|_, _| Behavior::Silent).await;
@@ -102,12 +102,21 @@ async fn ready_after_listeners_and_first_probe_round_then_watchdog_and_stopping(
         wait_message(&notify, "WATCHDOG=1").await;
     }
 
+    // `systemctl reload`: RELOADING=1 (with the clock systemd 253+ wants), then READY=1.
     let pid = corral.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    let kill = |signal: &str| {
+        assert!(Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill")
+            .success());
+    };
+    kill("-HUP");
+    let reloading = wait_message(&notify, "RELOADING=1").await;
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
+    wait_message(&notify, "READY=1").await;
+
+    kill("-TERM");
     wait_message(&notify, "STOPPING=1").await;
     let status = wait_for("corral to exit", || {
         let s = corral.child.try_wait().expect("try_wait");
