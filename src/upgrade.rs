@@ -83,14 +83,6 @@ impl Inherited {
         Inherited::default()
     }
 
-    pub fn len(&self) -> usize {
-        self.fds.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.fds.is_empty()
-    }
-
     /// The socket the old process listened on under `key`, if it sent one.
     pub fn take(&mut self, key: &str) -> Option<TcpListener> {
         self.fds.remove(key).map(TcpListener::from)
