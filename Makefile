@@ -3,7 +3,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: deps build demo test lint unit bench-routing
+.PHONY: deps build demo test lint unit bench-routing install uninstall
 
 # pingora's zlib-ng build script needs cmake.
 deps:
@@ -38,3 +38,31 @@ bench-routing: deps
 		echo "installing $$pkg (the benchmark's baseline)"; \
 		$(SUDO) apt-get install -y -qq $$pkg; }
 	$(CARGO) bench --bench routing_quality -- $(if $(filter-out 0,$(QUICK)),--quick) $(ARGS)
+
+# Installs the release binary, the example config (only if none is there: an existing
+# /etc/corral/corral.yaml is kept) and the systemd unit, whose paths follow PREFIX.
+# DESTDIR stages into a directory (packaging). Build first as yourself, then:
+#   make build && sudo make install && sudo systemctl daemon-reload
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR ?= /etc/systemd/system
+BIN := target/release/corral
+
+install:
+	@test -x $(BIN) || { echo "$(BIN) is missing: run 'make build' first (as yourself, not root)"; exit 1; }
+	install -Dm755 $(BIN) $(DESTDIR)$(PREFIX)/bin/corral
+	install -d -m755 $(DESTDIR)$(SYSCONFDIR)/corral
+	test -e $(DESTDIR)$(SYSCONFDIR)/corral/corral.yaml || \
+		install -m644 conf/corral.yaml $(DESTDIR)$(SYSCONFDIR)/corral/corral.yaml
+	install -d -m755 $(DESTDIR)$(UNITDIR)
+	sed -e 's|/usr/local/bin/corral|$(PREFIX)/bin/corral|g' \
+		-e 's|/etc/corral/|$(SYSCONFDIR)/corral/|g' \
+		-e 's|/usr/local/share/doc/corral|$(PREFIX)/share/doc/corral|g' \
+		systemd/corral.service > $(DESTDIR)$(UNITDIR)/corral.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/corral.service
+	install -Dm644 README.md $(DESTDIR)$(PREFIX)/share/doc/corral/README.md
+
+# Leaves the config in place.
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/corral $(DESTDIR)$(UNITDIR)/corral.service
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/corral

@@ -30,6 +30,11 @@ enum Command {
         /// reloads it when it changes, on SIGHUP and on `corral reload`.
         #[arg(short, long)]
         config: PathBuf,
+        /// Take the listening sockets over from the corral running with this config
+        /// (zero-downtime upgrade): start this, then send the old process SIGQUIT. It
+        /// finishes what is in flight and exits. (SIGUSR2 to the old process does both.)
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config file and exit: what `serve` would refuse, as FILE:line:col.
     Check {
@@ -67,7 +72,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     corral::logging::init(cli.log_json);
     let result = match cli.command {
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config, upgrade } => serve(&config, upgrade),
         Command::Check { config } => check(&config),
         Command::Sim(args) => run_async(corral::sim::run(args)),
         Command::Demo(args) => corral::demo::run(args),
@@ -106,9 +111,21 @@ fn one_line(e: &anyhow::Error) -> String {
     out
 }
 
-fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+fn serve(path: &std::path::Path, upgrade: bool) -> anyhow::Result<()> {
+    // The file is judged before the old process is asked for anything.
     let prepared = prepare(path)?;
-    corral::server::build_from(prepared, Some(path.to_path_buf()))?.run_forever()
+    let inherited = if upgrade {
+        let config = prepared.pool.yaml_config();
+        let sock = corral::upgrade::socket_path(&config, Some(path));
+        Some(corral::upgrade::receive(&sock)?)
+    } else {
+        None
+    };
+    let launch = corral::server::Launch {
+        config_path: Some(path.to_path_buf()),
+        inherited,
+    };
+    corral::server::build_from(prepared, launch)?.run_forever()
 }
 
 /// Refuses exactly what `serve` refuses before it binds a socket.

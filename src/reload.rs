@@ -330,6 +330,10 @@ pub fn keep_restart_only(running: &Config, mut new: Config) -> (Config, Vec<Stri
         pending.push("state_dir".to_string());
         new.state_dir = running.state_dir.clone();
     }
+    if new.upgrade_sock != running.upgrade_sock {
+        pending.push("upgrade_sock".to_string());
+        new.upgrade_sock = running.upgrade_sock.clone();
+    }
     // The Raft member starts once with its node id, peers and data directory.
     if new.cluster != running.cluster {
         pending.push("cluster".to_string());
@@ -397,7 +401,10 @@ impl BackgroundService for Reloader {
                     let _ = self.reload_certificate("certificate file change").await;
                 }
                 Some(()) = recv_hup(&mut hup) => {
+                    // SIGHUP is `systemctl reload`: systemd waits for READY=1 again.
+                    crate::systemd::reloading();
                     let _ = self.reload("SIGHUP", true).await;
+                    crate::systemd::reloaded();
                 }
                 Some(reply) = recv_request(&mut requests) => {
                     // The asker may have gone; the reload stands either way.

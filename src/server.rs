@@ -1,6 +1,7 @@
 //! Assembles and runs the Pingora server: the proxy service on every `listen` address
-//! (and the TLS port), and the health checker beside it. Only a config that passed `startup::prepare` gets
-//! here, and every socket is bound before Pingora starts.
+//! (and the TLS port), and the health checker beside it. Only a config that passed
+//! `startup::prepare` gets here, and every socket is bound (or, in an upgrade, taken
+//! over) before Pingora starts.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,11 +15,14 @@ use crate::config::Config;
 use crate::health::HealthChecker;
 use crate::pool::Pool;
 use crate::proxy::CorralProxy;
+use crate::readiness::Readiness;
 use crate::reload::{ReloadStatus, Reloader};
 use crate::routing::{AdmissionQueue, DemandTable, Prewarm};
-use crate::shutdown::DrainOnTerm;
+use crate::shutdown::{DrainOnTerm, UpgradeSetup};
 use crate::startup::listeners::PreBound;
 use crate::startup::{Prepared, StartupError};
+use crate::systemd::SystemdNotify;
+use crate::upgrade::Inherited;
 
 /// A built, not yet running, corral server.
 pub struct Corral {
@@ -29,22 +33,34 @@ pub struct Corral {
     pub proxy_addrs: Vec<std::net::SocketAddr>,
     pub tls_addr: Option<std::net::SocketAddr>,
     pub admin_addr: std::net::SocketAddr,
+    upgrade: UpgradeSetup,
+}
+
+/// How `serve` starts.
+#[derive(Default)]
+pub struct Launch {
+    /// Watched and reloaded on change and on SIGHUP.
+    pub config_path: Option<PathBuf>,
+    /// Sockets taken over from the process this one upgrades (`serve --upgrade`).
+    pub inherited: Option<Inherited>,
 }
 
 /// Validates `config` like `serve` does and builds a server without a watched file.
 pub fn build(config: Config) -> Result<Corral, StartupError> {
-    build_from(crate::startup::prepare(config)?, None)
+    build_from(crate::startup::prepare(config)?, Launch::default())
 }
 
-/// Binds every listen address and builds the server; with `config_path`, the file is
-/// watched and reloaded on change and on SIGHUP.
-pub fn build_from(
-    prepared: Prepared,
-    config_path: Option<PathBuf>,
-) -> Result<Corral, StartupError> {
+/// Binds (or adopts) every listen address and builds the server.
+pub fn build_from(prepared: Prepared, launch: Launch) -> Result<Corral, StartupError> {
     let pool = Arc::new(prepared.pool);
     let config = pool.yaml_config();
-    let sockets = crate::startup::listeners::bind(&config)?;
+    let successor = launch.inherited.is_some();
+    let mut inherited = launch.inherited.unwrap_or_default();
+    let sockets = crate::startup::listeners::bind_or_adopt(&config, &mut inherited)?;
+    // Closes what the old process listened on and this config no longer does.
+    drop(inherited);
+    let config_path = launch.config_path;
+    let upgrade_sock = crate::upgrade::socket_path(&config, config_path.as_deref());
     let proxy_addrs: Vec<std::net::SocketAddr> = sockets
         .proxy
         .iter()
@@ -79,10 +95,15 @@ pub fn build_from(
         max_retries: config.routing.max_retries.saturating_add(1),
         // Pingora's upstream connector trusts this file instead of the system's roots.
         ca_file: prepared.backend_trust.ca_file(),
+        // Where SIGQUIT sends the listening sockets (`upgrade::receive` takes them).
+        upgrade_sock: upgrade_sock.display().to_string(),
         ..ServerConf::default()
     };
+    // No `Opt { upgrade: true }`: the sockets are already taken over (`upgrade`).
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    // With a cluster, the Raft state machine's backends are still to come.
+    let readiness = Arc::new(Readiness::new(config.cluster.is_none()));
 
     let queue = Arc::new(AdmissionQueue::default());
     crate::metrics::global().set_live_source(crate::metrics::LiveSource {
@@ -99,16 +120,33 @@ pub fn build_from(
     for (addr, _) in &proxy_sockets {
         proxy.add_tcp(addr);
     }
-    server.add_service(PreBound::new(proxy, proxy_sockets));
+    let proxy = PreBound::new(proxy, proxy_sockets, sockets.handover, readiness.clone());
+    if successor {
+        server.add_service(proxy.wait_for_probes());
+    } else {
+        server.add_service(proxy);
+    }
     server.add_service(background_service(
         "health",
-        HealthChecker::new(pool.clone(), trust),
+        HealthChecker::new(pool.clone(), trust).with_readiness(readiness.clone()),
+    ));
+    server.add_service(background_service(
+        "systemd",
+        SystemdNotify {
+            readiness: readiness.clone(),
+            successor,
+        },
     ));
     server.add_service(background_service(
         "placement",
         Prewarm::new(pool.clone(), queue.clone(), demand.clone(), trust),
     ));
     let reloads = Arc::new(ReloadStatus::default());
+    let upgrade = UpgradeSetup {
+        sock: upgrade_sock,
+        // Only `serve` can start its successor: it knows its config file.
+        relaunch: config_path.is_some(),
+    };
     if let Some(path) = config_path {
         let reloader = Reloader::new(pool.clone(), path, reloads.clone())
             .with_server_cert(prepared.server_cert.clone());
@@ -118,7 +156,8 @@ pub fn build_from(
         .with_reloads(reloads)
         .with_demand(demand);
     if let (Some(cluster), Some(listener)) = (config.cluster.clone(), sockets.cluster) {
-        let cluster = crate::cluster::start(&mut server, cluster, &pool, listener);
+        let cluster =
+            crate::cluster::start(&mut server, cluster, &pool, listener, readiness.clone());
         let (open, protected) = cluster.routes();
         admin = admin
             .with_writer(cluster.writer())
@@ -132,18 +171,22 @@ pub fn build_from(
         proxy_addrs,
         tls_addr,
         admin_addr,
+        upgrade,
     })
 }
 
 impl Corral {
-    /// Runs until SIGINT, or SIGTERM and the drain after it; never returns.
+    /// Runs until SIGINT, SIGTERM and the drain after it, or an upgrade (SIGQUIT,
+    /// SIGUSR2) and the drain after it; never returns.
     pub fn run_forever(self) -> ! {
         let grace = self.pool.yaml_config().shutdown_grace;
-        let drain = DrainOnTerm {
-            pool: self.pool.clone(),
-            queue: self.queue,
+        let drain = DrainOnTerm::new(
+            self.pool.clone(),
+            self.queue,
             grace,
-        };
+            self.upgrade,
+            self.server.watch_execution_phase(),
+        );
         self.server.run(RunArgs {
             shutdown_signal: Box::new(drain),
         });

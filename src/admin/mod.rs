@@ -14,6 +14,7 @@ mod write;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Router;
 use pingora::server::ShutdownWatch;
@@ -126,11 +127,29 @@ impl AdminService {
             .fallback(read::no_such_endpoint)
             .with_state(state.clone());
         if let Some((open, protected)) = routes {
-            let token = axum::middleware::from_fn_with_state(state, write::require_token);
+            let token = axum::middleware::from_fn_with_state(state.clone(), write::require_token);
             app = app.merge(open).merge(protected.route_layer(token));
         }
-        app
+        app.layer(axum::middleware::map_response_with_state(
+            state,
+            close_in_hand_over,
+        ))
     }
+}
+
+/// As on the proxy port: during an upgrade's hand-over, no connection is kept alive
+/// for a request this process would not be there to answer.
+async fn close_in_hand_over(
+    State(state): State<AdminState>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    if state.pool.is_handing_over() {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 #[async_trait]

@@ -36,12 +36,14 @@ fn unix_ms() -> u64 {
 
 /// Adds the Raft member to `server` as a background service (its thread starts when
 /// the server runs, after any daemonizing fork) and returns what the admin API needs.
-/// `listener` is `config.listen`, already bound (see `startup::listeners`).
+/// `listener` is `config.listen`, already bound (see `startup::listeners`); `readiness`
+/// learns when the replicated backends are in the pool (or the member gave up).
 pub fn start(
     server: &mut pingora::server::Server,
     config: crate::config::ClusterConfig,
     pool: &std::sync::Arc<crate::pool::Pool>,
     listener: std::net::TcpListener,
+    readiness: std::sync::Arc<crate::readiness::Readiness>,
 ) -> ClusterAdmin {
     let slot = std::sync::Arc::new(ClusterSlot::default());
     metrics::register(crate::metrics::global().registry());
@@ -55,6 +57,7 @@ pub fn start(
         pool: pool.clone(),
         slot: slot.clone(),
         listener: std::sync::Mutex::new(Some(listener)),
+        readiness,
     };
     server.add_service(pingora::services::background::background_service(
         "cluster", service,

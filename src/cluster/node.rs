@@ -68,6 +68,7 @@ pub(crate) struct ClusterService {
     pub slot: Arc<ClusterSlot>,
     /// The peer RPC socket, bound at start-up; moved to the Raft thread on start.
     pub listener: Mutex<Option<std::net::TcpListener>>,
+    pub readiness: Arc<crate::readiness::Readiness>,
 }
 
 #[async_trait]
@@ -78,12 +79,14 @@ impl BackgroundService for ClusterService {
         let admin_addr = self.admin_addr.clone();
         let pool = self.pool.clone();
         let slot = self.slot.clone();
+        let readiness = self.readiness.clone();
         let Some(listener) = self
             .listener
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
         else {
+            readiness.set_pool_complete();
             return self.slot.fail("cluster service started twice".to_string());
         };
         let spawned = std::thread::Builder::new()
@@ -98,9 +101,15 @@ impl BackgroundService for ClusterService {
                     Ok(rt) => rt,
                     Err(e) => return slot.fail(format!("cannot start the Raft runtime: {e}")),
                 };
-                rt.block_on(run(config, listener, admin_addr, pool, slot, stop_rx));
+                let published = readiness.clone();
+                rt.block_on(run(
+                    config, listener, admin_addr, pool, slot, stop_rx, published,
+                ));
+                // A member that gave up publishes nothing: do not wait for it.
+                readiness.set_pool_complete();
             });
         if let Err(e) = spawned {
+            self.readiness.set_pool_complete();
             self.slot.fail(format!("cannot start the Raft thread: {e}"));
             return;
         }
@@ -132,12 +141,13 @@ async fn run(
     pool: Arc<Pool>,
     slot: Arc<ClusterSlot>,
     mut stop: watch::Receiver<bool>,
+    readiness: Arc<crate::readiness::Readiness>,
 ) {
     let raft_config = match raft_config(&config) {
         Ok(c) => Arc::new(c),
         Err(e) => return slot.fail(e),
     };
-    let store = match Store::open(&config.data_dir) {
+    let store = match open_store(&config.data_dir).await {
         Ok(s) => s,
         Err(e) => {
             return slot.fail(format!(
@@ -182,7 +192,7 @@ async fn run(
             let _ = stop_rpc.wait_for(|s| *s).await;
         },
     ));
-    tokio::spawn(publish::run(pool, pool_rx));
+    tokio::spawn(publish::run(pool, pool_rx, readiness));
     tokio::spawn(watch_metrics(raft.clone()));
     tokio::spawn(expire_leases(cluster.clone()));
     bootstrap(&raft, &config, &admin_addr).await;
@@ -191,6 +201,29 @@ async fn run(
     let _ = stop.wait_for(|s| *s).await;
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
+    }
+}
+
+/// Opens the Raft storage; while another process holds it — the corral this one
+/// upgrades, whose Raft member stops a few seconds after the hand-over — waits for it.
+async fn open_store(dir: &std::path::Path) -> Result<Store, super::store::DbError> {
+    const WAIT: Duration = Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut said = false;
+    loop {
+        match Store::open(dir) {
+            Err(super::store::DbError::Redb(e))
+                if matches!(*e, redb::Error::DatabaseAlreadyOpen)
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                if !said {
+                    tracing::info!(dir = %dir.display(), "Raft storage in use (an upgrade's old process?); waiting");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -30,12 +30,22 @@ pub(crate) fn apply(pool: &Pool, state: &PoolState, previously_drained: &BTreeSe
     }
 }
 
-/// Follows the state machine until it is dropped.
-pub(crate) async fn run(pool: Arc<Pool>, mut changes: watch::Receiver<Arc<PoolState>>) {
+/// Follows the state machine until it is dropped; after the first publish the pool is
+/// whole for `readiness`.
+pub(crate) async fn run(
+    pool: Arc<Pool>,
+    mut changes: watch::Receiver<Arc<PoolState>>,
+    readiness: Arc<crate::readiness::Readiness>,
+) {
     let mut drained = BTreeSet::new();
     loop {
         let state = changes.borrow_and_update().clone();
         apply(&pool, &state, &drained);
+        if !readiness.pool_complete() {
+            readiness.set_pool_complete();
+            // A probe round that began before the line above does not count: start one.
+            pool.changed.notify_one();
+        }
         drained = state.drained.clone();
         tracing::debug!(backends = state.backends.len(), "replicated pool published");
         if changes.changed().await.is_err() {

@@ -38,7 +38,8 @@ pub struct Config {
     /// Worker threads of the proxy service.
     #[serde(default = "defaults::threads", deserialize_with = "de::positive_usize")]
     pub threads: usize,
-    /// On SIGTERM, the longest wait for in-flight requests before corral exits anyway.
+    /// On SIGTERM, or after an upgrade's hand-over, the longest wait for in-flight
+    /// requests before corral exits anyway.
     #[serde(
         default = "defaults::shutdown_grace",
         deserialize_with = "de::duration"
@@ -53,6 +54,11 @@ pub struct Config {
     /// kept across restarts. Absent: systemd's `$STATE_DIRECTORY`, else memory only.
     #[serde(default)]
     pub state_dir: Option<std::path::PathBuf>,
+    /// The unix socket through which a running corral hands its listening sockets to
+    /// `corral serve --upgrade`. Absent: `upgrade.sock` in the state directory, else a
+    /// name in the temp directory derived from the config file's path.
+    #[serde(default)]
+    pub upgrade_sock: Option<std::path::PathBuf>,
     /// The Ollama endpoint over TLS, on a port of its own beside `listen`.
     #[serde(default)]
     pub tls: Option<TlsConfig>,

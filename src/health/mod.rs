@@ -21,6 +21,7 @@ use crate::pool::{Backend, HealthChange, Pool};
 pub struct HealthChecker {
     pool: Arc<Pool>,
     client: reqwest::Client,
+    readiness: Option<Arc<crate::readiness::Readiness>>,
 }
 
 impl HealthChecker {
@@ -31,7 +32,17 @@ impl HealthChecker {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default();
-        HealthChecker { pool, client }
+        HealthChecker {
+            pool,
+            client,
+            readiness: None,
+        }
+    }
+
+    /// Reports the end of the first probe round to `readiness`.
+    pub fn with_readiness(mut self, readiness: Arc<crate::readiness::Readiness>) -> Self {
+        self.readiness = Some(readiness);
+        self
     }
 
     /// Probes every backend of the current table once, concurrently. Each probe ends
@@ -94,7 +105,11 @@ impl HealthChecker {
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         loop {
+            let whole_pool = self.readiness.as_ref().is_some_and(|r| r.pool_complete());
             self.probe_all().await;
+            if let (true, Some(r)) = (whole_pool, &self.readiness) {
+                r.set_probed();
+            }
             let interval = self.pool.load().config.health.interval;
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}

@@ -35,6 +35,10 @@ pub struct Pool {
     serving: AtomicBool,
     /// SIGTERM came: this replica is draining to exit (not serving, for another reason).
     stopping: AtomicBool,
+    /// An upgrade's successor took the sockets over: each answer closes its connection,
+    /// so clients reconnect to the new process instead of reusing one this process
+    /// will drop when it stops accepting.
+    handing_over: AtomicBool,
     /// Wakes the health checker when the table changes, so new backends are probed
     /// before they are trusted instead of waiting a full interval.
     pub changed: Notify,
@@ -66,6 +70,7 @@ impl Pool {
             desired: Mutex::new(desired),
             serving: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
+            handing_over: AtomicBool::new(false),
             changed: Notify::new(),
         }
     }
@@ -131,6 +136,15 @@ impl Pool {
 
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// The listening sockets go to an upgrade's successor.
+    pub fn begin_hand_over(&self) {
+        self.handing_over.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::Relaxed)
     }
 
     fn store(&self, desired: &Desired) {

@@ -106,7 +106,10 @@ impl ProxyHttp for CorralProxy {
         let req = session.req_header();
         ctx.endpoint = Endpoint::classify(&req.method, req.uri.path());
         let timeouts = self.pool.load().config.timeouts.clone();
-        session.set_keepalive(Some(timeouts.client.as_secs().max(1)));
+        // In an upgrade's hand-over, a connection kept alive here would be dropped when
+        // this process stops accepting, racing the client's next request.
+        let keepalive = !self.pool.is_handing_over();
+        session.set_keepalive(keepalive.then(|| timeouts.client.as_secs().max(1)));
         session
             .as_downstream_mut()
             .set_read_timeout(Some(timeouts.client));

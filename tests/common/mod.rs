@@ -220,6 +220,11 @@ pub async fn start_corral(yaml: &str) -> Corral {
 /// [`start_corral`] with the content of the `admin:` mapping given (its `listen: '…'`
 /// first, where [`admin_url`] looks for it).
 pub async fn start_corral_admin(admin: &str, yaml: &str) -> Corral {
+    start_corral_env(admin, yaml, &[]).await
+}
+
+/// [`start_corral_admin`] with extra environment variables for the process.
+pub async fn start_corral_env(admin: &str, yaml: &str, env: &[(&str, &std::ffi::OsStr)]) -> Corral {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
@@ -232,6 +237,7 @@ pub async fn start_corral_admin(admin: &str, yaml: &str) -> Corral {
         .args(["serve", "--config"])
         .arg(&path)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
