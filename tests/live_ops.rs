@@ -130,7 +130,7 @@ async fn rename_replace_adds_a_backend_and_keeps_the_others_state() {
     let s = wait_reloads(&c, 2, 0).await;
     assert_eq!(s["reloads"]["restart_needed"], json!(["threads"]), "{s}");
     assert_eq!(backend_names(&c).await, vec!["b"]);
-    assert!(c.proc.log().contains("need a restart"), "{}", c.proc.log());
+    c.proc.wait_log("need a restart").await;
     // The removed backend's model is gone; the other still answers.
     assert_eq!(generate(&c, "mistral").await.status(), 200);
 }
@@ -154,7 +154,7 @@ async fn sighup_reloads_even_an_unchanged_file() {
         .expect("kill -HUP");
     assert!(ok.success());
     wait_reloads(&c, 1, 0).await;
-    assert!(c.proc.log().contains("SIGHUP"), "{}", c.proc.log());
+    c.proc.wait_log("SIGHUP").await;
     wait_routable(&c, &["llama3"]).await;
     assert_eq!(generate(&c, "llama3").await.status(), 200);
 }
@@ -178,7 +178,7 @@ async fn an_invalid_file_keeps_the_running_config() {
     let err = s["reloads"]["last_error"].as_str().expect("last_error");
     assert!(err.contains("corral.yaml:6:"), "{err}");
     assert!(err.contains("at least 1"), "{err}");
-    assert!(c.proc.log().contains("corral.yaml:6:"), "{}", c.proc.log());
+    c.proc.wait_log("corral.yaml:6:").await;
     // Still the old pool, still serving.
     assert_eq!(backend_names(&c).await, vec!["a"]);
     assert_eq!(generate(&c, "llama3").await.status(), 200);

@@ -247,6 +247,7 @@ async fn a_reload_cannot_drop_the_token_of_a_public_admin_listener() {
         error.contains(&format!("0.0.0.0:{admin_port} is not a loopback")),
         "{error}"
     );
+    c.proc.wait_log("config reload failed").await;
     let log = c.proc.log();
     assert!(
         log.contains("config reload failed") && log.contains(&file),

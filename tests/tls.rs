@@ -246,11 +246,7 @@ async fn a_new_certificate_reaches_new_connections_and_open_streams_go_on() {
         !serves(&first, &https).await,
         "a new connection still got the old certificate"
     );
-    assert!(
-        c.proc.log().contains("TLS certificate reloaded"),
-        "{}",
-        c.proc.log()
-    );
+    c.proc.wait_log("TLS certificate reloaded").await;
 
     // A broken certificate file: the change is seen, refused, and said why.
     let (_, failures) = reload_counts(&c.admin("/api/v1/status").await.expect("status"));

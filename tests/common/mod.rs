@@ -41,6 +41,21 @@ impl Proc {
             .and_then(|p| std::fs::read_to_string(p).ok())
             .unwrap_or_default()
     }
+
+    /// Waits until the log contains `needle`: corral writes its log in batches, up to
+    /// 100 ms after the event.
+    pub async fn wait_log(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            if start.elapsed() > DEADLINE {
+                panic!(
+                    "no {needle:?} in the log within {DEADLINE:?}:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
 }
 
 impl Drop for Proc {

@@ -38,7 +38,7 @@ async fn a_client_that_stops_reading_releases_its_slot_within_idle() {
         "a client that never reads held its slot for {:?} (idle 2s; the time to fill the socket buffers comes first)",
         held.elapsed()
     );
-    assert!(c.proc.log().contains("WriteTimedout"), "{}", c.proc.log());
+    c.proc.wait_log("WriteTimedout").await;
 
     let r = c.post_json("/api/chat", &short_chat()).await;
     assert_eq!(r.status(), 200);
