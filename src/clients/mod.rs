@@ -10,7 +10,7 @@ mod limits;
 mod view;
 
 pub use limits::retry_after_secs;
-pub use view::ClientView;
+pub use view::{ClientView, ClientsView};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -11,6 +11,14 @@ use crate::config::ClientKey;
 
 use super::ClientState;
 
+/// `GET /api/v1/clients`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientsView {
+    /// Whether keys are required on the proxy port (a `clients:` section exists).
+    pub enabled: bool,
+    pub clients: Vec<ClientView>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientView {
     pub name: String,
@@ -19,7 +27,8 @@ pub struct ClientView {
     pub models: Option<Vec<String>>,
     /// Requests of this key in corral now, queued ones included.
     pub in_flight: usize,
-    /// Requests admitted since start (refusals not included).
+    /// Requests admitted to be proxied since start (refusals and fleet listings are
+    /// not; `corral_client_requests_total` counts every request by status).
     pub requests: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
