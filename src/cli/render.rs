@@ -208,7 +208,8 @@ pub(crate) fn backends(list_of: &[BackendView], wide: bool) -> String {
 }
 
 /// The client keys table: use so far, what each limit has left and how often one
-/// refused (`refused` = model not allowed / concurrency / requests / tokens).
+/// refused (`refused` = model not allowed / concurrency / requests / tokens). At 80
+/// columns the buckets show what is left; `wide` adds each limit and the models.
 pub(crate) fn clients(v: &ClientsView, wide: bool) -> String {
     if !v.enabled {
         return "no client keys: the proxy port is open (no `clients:` in the config)".into();
@@ -217,7 +218,8 @@ pub(crate) fn clients(v: &ClientsView, wide: bool) -> String {
         return "no client keys configured: every proxied request is refused (401)".into();
     }
     let left = |remaining: Option<i64>, limit: Option<u64>| match (remaining, limit) {
-        (Some(r), Some(l)) => format!("{r}/{l}"),
+        (Some(r), Some(l)) if wide => format!("{r}/{l}"),
+        (Some(r), Some(_)) => r.to_string(),
         _ => "-".to_string(),
     };
     let rows: Vec<Vec<String>> = v
@@ -225,7 +227,7 @@ pub(crate) fn clients(v: &ClientsView, wide: bool) -> String {
         .iter()
         .map(|c| {
             let max = c.max_concurrency.map_or("-".to_string(), |m| m.to_string());
-            vec![
+            let mut row = vec![
                 c.name.clone(),
                 c.priority.clone(),
                 format!("{}/{max}", c.in_flight),
@@ -240,11 +242,14 @@ pub(crate) fn clients(v: &ClientsView, wide: bool) -> String {
                     c.throttled_requests,
                     c.throttled_tokens
                 ),
-                c.models.as_ref().map_or("*".to_string(), |m| m.join(",")),
-            ]
+            ];
+            if wide {
+                row.push(c.models.as_ref().map_or("*".to_string(), |m| m.join(",")));
+            }
+            row
         })
         .collect();
-    let columns = [
+    let mut columns = vec![
         cut("CLIENT", 6),
         fixed("PRIORITY"),
         fixed("IN-FLIGHT"),
@@ -253,8 +258,10 @@ pub(crate) fn clients(v: &ClientsView, wide: bool) -> String {
         fixed("RPM-LEFT"),
         fixed("TPM-LEFT"),
         fixed("REFUSED"),
-        cut("MODELS", 6),
     ];
+    if wide {
+        columns.push(fixed("MODELS"));
+    }
     table(&columns, &rows, (!wide).then_some(WIDTH))
 }
 

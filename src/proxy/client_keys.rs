@@ -47,6 +47,8 @@ impl CorralProxy {
         } else {
             "invalid API key"
         };
+        // The body was not read: the connection cannot carry another request.
+        session.set_keepalive(None);
         ctx.status = 401;
         let openai = ctx.endpoint.is_openai();
         let body = respond::coded_error_body(
