@@ -395,14 +395,17 @@ async fn an_interactive_key_is_served_ahead_of_a_batch_flood() {
 
     // Each request notes when its answer's header came: the order of service.
     let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let send = |name: &'static str, key: &'static str| {
+    let send = |name: &'static str, key: &'static str, tokens: u64| {
         let c = c.clone();
         let order = order.clone();
         tokio::spawn(async move {
             let r = reqwest::Client::new()
                 .post(format!("{}/api/chat", c.url()))
                 .bearer_auth(key)
-                .json(&json!({"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}))
+                .json(
+                    &json!({"model": "llama3", "options": {"num_predict": tokens},
+                              "messages": [{"role": "user", "content": "hi"}]}),
+                )
                 .send()
                 .await
                 .expect("request");
@@ -411,21 +414,30 @@ async fn an_interactive_key_is_served_ahead_of_a_batch_flood() {
             read_lines(r).await.expect("stream")
         })
     };
-    let mut tasks = vec![send("b1", "batch-key-0123")];
+    // b1 holds the one slot with an answer that would take minutes, until the test
+    // hangs up on it: nothing is served before the whole queue is in place.
+    let b1 = send("b1", "batch-key-0123", 100_000);
     wait_for("b1 in flight", || async {
         let v = c.admin("/api/v1/clients").await?;
         (v["clients"][0]["in_flight"] == 1 && order.lock().unwrap().len() == 1).then_some(())
     })
     .await;
+    let mut tasks = Vec::new();
     for name in ["b2", "b3", "b4"] {
-        tasks.push(send(name, "batch-key-0123"));
+        tasks.push(send(name, "batch-key-0123", 8));
     }
     wait_for("three batch requests queued", || async {
         let v = c.admin("/api/v1/status").await?;
         (v["queue_depth"] == 3).then_some(())
     })
     .await;
-    tasks.push(send("i1", "interactive-key-0123"));
+    tasks.push(send("i1", "interactive-key-0123", 8));
+    wait_for("the interactive request queued behind them", || async {
+        let v = c.admin("/api/v1/status").await?;
+        (v["queue_depth"] == 4).then_some(())
+    })
+    .await;
+    b1.abort();
     for t in tasks {
         t.await.expect("request task");
     }
