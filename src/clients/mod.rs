@@ -27,13 +27,15 @@ use limits::Bucket;
 #[derive(Debug)]
 pub struct ClientTable {
     config: ClientsConfig,
+    /// The keys again, shared: a request holds its own without copying globs.
+    keys: Vec<Arc<ClientKey>>,
     states: Vec<Arc<ClientState>>,
 }
 
 /// Who a request is, once its key matched.
 #[derive(Debug, Clone)]
 pub struct Client {
-    pub key: ClientKey,
+    pub key: Arc<ClientKey>,
     pub state: Arc<ClientState>,
 }
 
@@ -134,6 +136,7 @@ impl ClientTable {
         crate::metrics::global().register_clients(config.keys.iter().map(|k| k.name.as_str()));
         ClientTable {
             config: config.clone(),
+            keys: config.keys.iter().cloned().map(Arc::new).collect(),
             states,
         }
     }
@@ -143,7 +146,7 @@ impl ClientTable {
         let presented = bearer(authorization?)?;
         let i = self.config.find(presented)?;
         Some(Client {
-            key: self.config.keys[i].clone(),
+            key: self.keys[i].clone(),
             state: self.states[i].clone(),
         })
     }

@@ -14,7 +14,10 @@ const KEYS: &str = "clients:\n  keys:\n    - {name: a, key: key-a-123456, max_co
 fn bearer_header_names_the_client() {
     let states = ClientStates::default();
     let t = table(KEYS, &states);
-    let auth = |h: &str| t.authenticate(Some(h.as_bytes())).map(|c| c.key.name);
+    let auth = |h: &str| {
+        t.authenticate(Some(h.as_bytes()))
+            .map(|c| c.key.name.clone())
+    };
     assert_eq!(auth("Bearer key-a-123456").as_deref(), Some("a"));
     assert_eq!(auth("bearer  key-b-123456 ").as_deref(), Some("b"));
     assert_eq!(auth("Bearer key-a-12345"), None);

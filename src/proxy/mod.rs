@@ -125,7 +125,7 @@ impl ProxyHttp for CorralProxy {
         }
         if ctx.endpoint.is_local() {
             let endpoint = ctx.endpoint.clone();
-            let only = ctx.client.as_ref().map(|c| &c.key);
+            let only = ctx.client.as_ref().map(|c| &*c.key);
             self.answer_locally(session, &endpoint, only).await?;
             return Ok(true);
         }
