@@ -162,7 +162,8 @@ impl CorralProxy {
             priority: c.priority(),
             flow: c.state.flow,
         });
-        // Behind earlier waiters for the same model: queue, do not overtake them.
+        // Behind earlier waiters for the same model: queue and wait for its turn (the
+        // queue decides whether it goes first: an interactive key before batch ones).
         let first = if self.queue.waiting_for(model.as_ref()) == 0 {
             self.router.pick_backend(&self.pool.load(), &ctx.route, &[])
         } else {
