@@ -3,7 +3,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: deps build demo test lint unit bench-routing install uninstall
+.PHONY: deps build demo test lint unit bench-routing pyclients install uninstall
 
 # pingora's zlib-ng build script needs cmake.
 deps:
@@ -21,7 +21,25 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: lint
+# The official Python clients (`ollama`, `openai`) that tests/clients.rs runs against
+# corral with a client key. A venv inside target/, so nothing touches the system
+# Python; pip runs only when a package is missing. Debian's python3 needs
+# python3-venv for `python3 -m venv`: installed here if the venv cannot be made.
+PYCLIENTS := target/pyclients
+pyclients:
+	@$(PYCLIENTS)/bin/python -c 'import ollama, openai' 2>/dev/null || { \
+		command -v python3 >/dev/null 2>&1 || { \
+			echo "installing python3 (the Python client tests need it)"; \
+			$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3; }; \
+		rm -rf $(PYCLIENTS); \
+		python3 -m venv $(PYCLIENTS) 2>/dev/null || { \
+			echo "installing python3-venv (needed for python3 -m venv)"; \
+			rm -rf $(PYCLIENTS); \
+			$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && \
+			python3 -m venv $(PYCLIENTS); } && \
+		$(PYCLIENTS)/bin/python -m pip install -q ollama openai; }
+
+test: lint pyclients
 	$(CARGO) test --all-targets
 
 # Compares corral's routing strategies with nginx on a matrix of simulated fleets and

@@ -8,6 +8,7 @@ pub mod api_error;
 pub mod bounded_body;
 pub mod bounded_server;
 pub mod cli;
+pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod demo;

@@ -50,6 +50,8 @@ enum Command {
     Backends(corral::cli::ViewArgs),
     /// Requests, time to first token and tokens per backend and model.
     Metrics(corral::cli::ViewArgs),
+    /// Client keys: requests, tokens, in flight and what their limits have left.
+    Clients(corral::cli::ViewArgs),
     /// Add, remove, drain, undrain or heartbeat a backend at run time.
     #[command(subcommand)]
     Backend(corral::cli::BackendCmd),
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Status(a) => client(corral::cli::show(corral::cli::View::Status, a)),
         Command::Backends(a) => client(corral::cli::show(corral::cli::View::Backends, a)),
         Command::Metrics(a) => client(corral::cli::show(corral::cli::View::Metrics, a)),
+        Command::Clients(a) => client(corral::cli::show(corral::cli::View::Clients, a)),
         Command::Backend(cmd) => client(corral::cli::backend(cmd)),
         Command::Serving(cmd) => client(corral::cli::serving(cmd)),
         Command::Reload(opts) => client(corral::cli::reload(opts)),

@@ -123,6 +123,7 @@ impl AdminService {
             .route("/api/v1/metrics", get(read::metrics_json))
             .route("/api/v1/status", get(read::status))
             .route("/api/v1/backends", get(read::backends))
+            .route("/api/v1/clients", get(read::clients))
             .merge(writes)
             .fallback(read::no_such_endpoint)
             .with_state(state.clone());

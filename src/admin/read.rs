@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 
 use crate::api_error::ApiError;
+use crate::clients::{ClientView, ClientsView};
 use crate::metrics::MetricsView;
 
 use super::views::{BackendView, ModelPlacement, ReloadView, StatusView};
@@ -46,6 +47,21 @@ pub(super) async fn backends(State(s): State<AdminState>) -> Json<Vec<BackendVie
             .map(|b| BackendView::of(b))
             .collect(),
     )
+}
+
+/// The client keys' usage and limit state; `enabled: false` when the proxy port is
+/// open (no `clients:` section).
+pub(super) async fn clients(State(s): State<AdminState>) -> Json<ClientsView> {
+    let table = s.pool.load();
+    let clients = table.clients.as_ref().map_or_else(Vec::new, |t| {
+        t.clients()
+            .map(|(key, state)| ClientView::of(key, state))
+            .collect()
+    });
+    Json(ClientsView {
+        enabled: table.clients.is_some(),
+        clients,
+    })
 }
 
 pub(super) async fn prometheus() -> impl IntoResponse {

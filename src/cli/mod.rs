@@ -1,5 +1,5 @@
 //! Client subcommands that talk to a running corral's admin API: `status`, `backends`,
-//! `metrics` (tables, `--json`, `--watch`), `backend add|remove|drain|undrain`,
+//! `metrics`, `clients` (tables, `--json`, `--watch`), `backend add|remove|drain|undrain`,
 //! `serving enable|disable` and `reload`. Each prints one clear line on stderr and exits non-zero
 //! when the server is not running, the token is wrong or the backend is unknown.
 
@@ -16,6 +16,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::admin::{BackendView, StatusView};
+use crate::clients::ClientsView;
 use crate::metrics::MetricsView;
 
 /// Where the admin API is and how to talk to it; accepted after any client subcommand.
@@ -124,6 +125,7 @@ pub enum View {
     Status,
     Backends,
     Metrics,
+    Clients,
 }
 
 /// Shows a view once, or keeps redrawing it with `--watch`. A watch outlives the
@@ -195,6 +197,7 @@ async fn render_view(
         View::Status => "/api/v1/status",
         View::Backends => "/api/v1/backends",
         View::Metrics => "/api/v1/metrics",
+        View::Clients => "/api/v1/clients",
     };
     let value = client.get(path).await?;
     if json {
@@ -210,6 +213,10 @@ async fn render_view(
         ),
         View::Metrics => render::metrics(
             &serde_json::from_value::<MetricsView>(value).map_err(bad)?,
+            wide,
+        ),
+        View::Clients => render::clients(
+            &serde_json::from_value::<ClientsView>(value).map_err(bad)?,
             wide,
         ),
     })

@@ -1,6 +1,7 @@
 //! Human tables for the client views: fixed columns, widest cell decides.
 
 use crate::admin::{BackendView, StatusView};
+use crate::clients::ClientsView;
 use crate::metrics::MetricsView;
 
 /// The terminal width the default tables fit (`-o wide` does not cut).
@@ -204,6 +205,64 @@ pub(crate) fn backends(list_of: &[BackendView], wide: bool) -> String {
         cut("ERROR", 16),
     ];
     table(&columns, &rows, Some(WIDTH))
+}
+
+/// The client keys table: use so far, what each limit has left and how often one
+/// refused (`refused` = model not allowed / concurrency / requests / tokens). At 80
+/// columns the buckets show what is left; `wide` adds each limit and the models.
+pub(crate) fn clients(v: &ClientsView, wide: bool) -> String {
+    if !v.enabled {
+        return "no client keys: the proxy port is open (no `clients:` in the config)".into();
+    }
+    if v.clients.is_empty() {
+        return "no client keys configured: every proxied request is refused (401)".into();
+    }
+    let left = |remaining: Option<i64>, limit: Option<u64>| match (remaining, limit) {
+        (Some(r), Some(l)) if wide => format!("{r}/{l}"),
+        (Some(r), Some(_)) => r.to_string(),
+        _ => "-".to_string(),
+    };
+    let rows: Vec<Vec<String>> = v
+        .clients
+        .iter()
+        .map(|c| {
+            let max = c.max_concurrency.map_or("-".to_string(), |m| m.to_string());
+            let mut row = vec![
+                c.name.clone(),
+                c.priority.clone(),
+                format!("{}/{max}", c.in_flight),
+                c.requests.to_string(),
+                (c.prompt_tokens + c.completion_tokens).to_string(),
+                left(c.remaining_requests, c.requests_per_minute.map(u64::from)),
+                left(c.remaining_tokens, c.tokens_per_minute),
+                format!(
+                    "{}/{}/{}/{}",
+                    c.refused_model,
+                    c.throttled_concurrency,
+                    c.throttled_requests,
+                    c.throttled_tokens
+                ),
+            ];
+            if wide {
+                row.push(c.models.as_ref().map_or("*".to_string(), |m| m.join(",")));
+            }
+            row
+        })
+        .collect();
+    let mut columns = vec![
+        cut("CLIENT", 6),
+        fixed("PRIORITY"),
+        fixed("IN-FLIGHT"),
+        fixed("REQUESTS"),
+        fixed("TOKENS"),
+        fixed("RPM-LEFT"),
+        fixed("TPM-LEFT"),
+        fixed("REFUSED"),
+    ];
+    if wide {
+        columns.push(fixed("MODELS"));
+    }
+    table(&columns, &rows, (!wide).then_some(WIDTH))
 }
 
 pub(crate) fn metrics(m: &MetricsView, wide: bool) -> String {

@@ -178,6 +178,12 @@ pub(super) fn backend_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D:
 }
 
 pub(super) fn check_backend_name(name: &str) -> Result<String, String> {
+    check_label_name("backend", name)
+}
+
+/// A name that becomes a metric label, a log field and a URL segment: backends' and
+/// client keys'.
+pub(super) fn check_label_name(kind: &str, name: &str) -> Result<String, String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -185,14 +191,14 @@ pub(super) fn check_backend_name(name: &str) -> Result<String, String> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !ok {
         return Err(format!(
-            "invalid backend name '{name}' (1-64 characters of A-Z a-z 0-9 - _ .)"
+            "invalid {kind} name '{name}' (1-64 characters of A-Z a-z 0-9 - _ .)"
         ));
     }
     Ok(name.to_string())
 }
 
 /// Parses a string scalar with `check`, reporting failures at the scalar.
-struct StrVisitor<T>(fn(&str) -> Result<T, String>);
+pub(super) struct StrVisitor<T>(pub(super) fn(&str) -> Result<T, String>);
 
 impl<T> Visitor<'_> for StrVisitor<T> {
     type Value = T;

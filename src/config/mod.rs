@@ -4,10 +4,12 @@
 
 #![warn(unreachable_pub)]
 
+mod clients;
 mod cluster;
 mod de;
 mod error;
 
+pub use clients::{ClientKey, ClientsConfig, ModelGlobs, Priority};
 pub use cluster::{check_peer_addr, ClusterConfig};
 pub use error::ConfigError;
 
@@ -47,6 +49,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     #[serde(default, deserialize_with = "de::unique_backends")]
     pub backends: Vec<BackendConfig>,
+    /// Keys clients must present on the proxy port; absent = the port is open.
+    #[serde(default)]
+    pub clients: Option<ClientsConfig>,
     /// Replicated pool across corral replicas (Raft); absent = a single replica.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,

@@ -89,6 +89,8 @@ pub struct Metrics {
     model_loads: IntCounterVec,
     queue_wait: Histogram,
     reloads: IntCounterVec,
+    client_requests: IntCounterVec,
+    client_tokens: IntCounterVec,
     live: Arc<live::LiveCollector>,
     /// Model names that may be used as label values (from the backends' inventories).
     known_models: ArcSwap<HashSet<String>>,
@@ -227,6 +229,18 @@ impl Metrics {
                 "corral_config_reloads_total",
                 "Config reloads by result (success, failure).",
                 &["result"],
+            ),
+            client_requests: counter(
+                r,
+                "corral_client_requests_total",
+                "Requests of each client key, by HTTP status (403: model not allowed, 429: over a limit).",
+                &["client", "code"],
+            ),
+            client_tokens: counter(
+                r,
+                "corral_client_tokens_total",
+                "Tokens each client key used, from the answers' final chunks (or OpenAI usage): kind=prompt or completion.",
+                &["client", "kind"],
             ),
             known_models: ArcSwap::from_pointee(HashSet::new()),
             live: Arc::new(live::LiveCollector::new()),
@@ -367,6 +381,32 @@ impl Metrics {
         self.model_loads
             .with_label_values(&[backend, "prewarm"])
             .inc();
+    }
+
+    /// Creates at zero the token series of the configured client keys, so a dashboard
+    /// sees every key before its first answer. Names come from the config: bounded.
+    pub fn register_clients<'a>(&self, names: impl Iterator<Item = &'a str>) {
+        for name in names {
+            for kind in ["prompt", "completion"] {
+                self.client_tokens.with_label_values(&[name, kind]);
+            }
+        }
+    }
+
+    /// One finished request of a client key.
+    pub fn client_request(&self, client: &str, status: u16) {
+        self.client_requests
+            .with_label_values(&[client, code_label(status)])
+            .inc();
+    }
+
+    pub fn client_tokens(&self, client: &str, prompt: u64, completion: u64) {
+        self.client_tokens
+            .with_label_values(&[client, "prompt"])
+            .inc_by(prompt);
+        self.client_tokens
+            .with_label_values(&[client, "completion"])
+            .inc_by(completion);
     }
 
     pub fn config_reload(&self, ok: bool) {

@@ -22,12 +22,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
+use crate::clients::{ClientStates, ClientTable};
 use crate::config::{BackendConfig, Config};
 
 pub struct Pool {
     table: ArcSwap<RoutingTable>,
     /// Live state by backend name. Only touched when a table is built, never per request.
     states: Mutex<HashMap<String, Arc<BackendState>>>,
+    /// Live state of client keys by name, kept the same way.
+    client_states: ClientStates,
     /// What the table is built from. Held while a table is built and stored, so two
     /// writers (a reload and an admin call) publish in the order they changed it.
     desired: Mutex<Desired>,
@@ -59,14 +62,16 @@ impl Pool {
     /// A pool of the YAML's backends plus `dynamic` ones (restored from disk).
     pub fn with_dynamic(config: Config, dynamic: Vec<BackendConfig>) -> Pool {
         let states = Mutex::new(HashMap::new());
+        let client_states = ClientStates::default();
         let desired = Desired {
             config: Arc::new(config),
             dynamic,
         };
-        let table = build_table(&desired, &states);
+        let table = build_table(&desired, &states, &client_states);
         Pool {
             table: ArcSwap::from_pointee(table),
             states,
+            client_states,
             desired: Mutex::new(desired),
             serving: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
@@ -148,7 +153,7 @@ impl Pool {
     }
 
     fn store(&self, desired: &Desired) {
-        let table = build_table(desired, &self.states);
+        let table = build_table(desired, &self.states, &self.client_states);
         self.table.store(Arc::new(table));
         self.changed.notify_one();
     }
@@ -157,6 +162,7 @@ impl Pool {
 fn build_table(
     desired: &Desired,
     states: &Mutex<HashMap<String, Arc<BackendState>>>,
+    client_states: &ClientStates,
 ) -> RoutingTable {
     let mut states = states.lock().unwrap_or_else(|p| p.into_inner());
     let yaml = &desired.config;
@@ -197,7 +203,15 @@ fn build_table(
         .collect();
     // Forget state of removed backends; in-flight requests still hold their own Arc.
     states.retain(|name, _| backends.iter().any(|b| b.name() == name));
-    RoutingTable { backends, config }
+    let clients = config
+        .clients
+        .as_ref()
+        .map(|c| Arc::new(ClientTable::build(c, client_states)));
+    RoutingTable {
+        backends,
+        config,
+        clients,
+    }
 }
 
 #[cfg(test)]

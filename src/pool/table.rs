@@ -41,6 +41,8 @@ pub struct RoutingTable {
     pub backends: Vec<Arc<Backend>>,
     /// The config this table was built from (routing, timeouts, health settings).
     pub config: Arc<Config>,
+    /// The client keys with their live state; `None`: the proxy port is open.
+    pub clients: Option<Arc<crate::clients::ClientTable>>,
 }
 
 impl RoutingTable {

@@ -9,7 +9,7 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 use crate::model::ModelName;
-use crate::routing::{Need, NoRoute, Pick, QueueError, RouteRequest};
+use crate::routing::{Need, NoRoute, Pick, QueueError, RouteRequest, Turn};
 
 use super::body_deadline::{read_body_chunk, BodyDeadline};
 use super::endpoint::Endpoint;
@@ -158,7 +158,12 @@ impl CorralProxy {
     ) -> Result<Pick, Refusal> {
         let model = ctx.model_name().cloned();
         let config = self.pool.load().config.clone();
-        // Behind earlier waiters for the same model: queue, do not overtake them.
+        let turn = ctx.client.as_ref().map_or_else(Turn::default, |c| Turn {
+            priority: c.priority(),
+            flow: c.state.flow,
+        });
+        // Behind earlier waiters for the same model: queue and wait for its turn (the
+        // queue decides whether it goes first: an interactive key before batch ones).
         let first = if self.queue.waiting_for(model.as_ref()) == 0 {
             self.router.pick_backend(&self.pool.load(), &ctx.route, &[])
         } else {
@@ -171,7 +176,7 @@ impl CorralProxy {
         }
         let ticket = self
             .queue
-            .enter(model, config.routing.queue_size)
+            .enter(model, config.routing.queue_size, turn)
             .map_err(Refusal::Queue)?;
         let since = Instant::now();
         let route = ctx.route.clone();

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use crate::clients::{Client, InFlightGuard};
 use crate::model::ModelName;
 use crate::routing::{Need, Pick, RouteRequest};
 
@@ -44,6 +45,10 @@ pub struct RequestCtx {
     pub body_deadline: Option<BodyDeadline>,
     /// Holds back a partial line of a streamed answer.
     pub framer: LineFramer,
+    /// The client key the request presented (`None` when the port is open).
+    pub client: Option<Client>,
+    /// The request's place in its key's `max_concurrency`, from admission to its end.
+    pub client_guard: Option<InFlightGuard>,
 }
 
 impl RequestCtx {
@@ -66,6 +71,8 @@ impl RequestCtx {
             observer: StreamObserver::default(),
             body_deadline: None,
             framer: LineFramer::default(),
+            client: None,
+            client_guard: None,
         }
     }
 
@@ -80,6 +87,11 @@ impl RequestCtx {
 
     pub fn model_name(&self) -> Option<&ModelName> {
         self.model_key.as_ref()
+    }
+
+    /// The client key's name for logs (`-` when the port is open).
+    pub fn client_name(&self) -> &str {
+        self.client.as_ref().map_or("-", |c| c.name())
     }
 }
 

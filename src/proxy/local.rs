@@ -8,6 +8,7 @@ use pingora::proxy::Session;
 use pingora::Result;
 use serde_json::{json, Value};
 
+use crate::config::ClientKey;
 use crate::model::ModelName;
 use crate::pool::RoutingTable;
 
@@ -74,9 +75,11 @@ pub fn openai_model(entry: &Value) -> Option<Value> {
     Some(json!({"id": name, "object": "model", "created": created, "owned_by": "library"}))
 }
 
-pub fn openai_models(table: &RoutingTable) -> Value {
+/// `/v1/models`: the models `allowed` passes.
+pub fn openai_models(table: &RoutingTable, allowed: impl Fn(&Value) -> bool) -> Value {
     let data: Vec<Value> = merged_models(table, false)
         .iter()
+        .filter(|e| allowed(e))
         .filter_map(openai_model)
         .collect();
     json!({"object": "list", "data": data})
@@ -84,12 +87,18 @@ pub fn openai_models(table: &RoutingTable) -> Value {
 
 impl CorralProxy {
     /// Answers the fleet-wide endpoints from the probes' view of the backends.
+    /// With a client key that has a `models` allow-list, the lists show only what
+    /// the key may use.
     pub(super) async fn answer_locally(
         &self,
         session: &mut Session,
         endpoint: &Endpoint,
+        only: Option<&ClientKey>,
     ) -> Result<()> {
         let table = self.pool.snapshot();
+        let allowed = |e: &Value| {
+            only.is_none_or(|k| entry_name(e).is_some_and(|n| k.allows(&ModelName::new(n))))
+        };
         match endpoint {
             Endpoint::Root => {
                 respond::write_response(
@@ -106,21 +115,24 @@ impl CorralProxy {
                 respond::write_json(session, 200, &json!({ "version": version })).await
             }
             Endpoint::Tags => {
-                let models = merged_models(&table, false);
+                let mut models = merged_models(&table, false);
+                models.retain(allowed);
                 respond::write_json(session, 200, &json!({ "models": models })).await
             }
             Endpoint::Ps => {
-                let models = merged_models(&table, true);
+                let mut models = merged_models(&table, true);
+                models.retain(allowed);
                 respond::write_json(session, 200, &json!({ "models": models })).await
             }
             Endpoint::OpenAiModels => {
-                respond::write_json(session, 200, &openai_models(&table)).await
+                respond::write_json(session, 200, &openai_models(&table, allowed)).await
             }
             Endpoint::OpenAiModel(name) => {
                 let wanted = ModelName::new(name);
                 let found = merged_models(&table, false)
                     .into_iter()
-                    .find(|e| entry_name(e).is_some_and(|n| ModelName::new(n) == wanted));
+                    .find(|e| entry_name(e).is_some_and(|n| ModelName::new(n) == wanted))
+                    .filter(allowed);
                 match found.as_ref().and_then(openai_model) {
                     Some(m) => respond::write_json(session, 200, &m).await,
                     None => {

@@ -6,6 +6,7 @@ mod admission;
 mod attempt;
 mod body_deadline;
 mod client_error;
+mod client_keys;
 mod ctx;
 pub mod endpoint;
 mod failure;
@@ -125,10 +126,13 @@ impl ProxyHttp for CorralProxy {
             respond::write_error(session, openai, 508, hop::LOOP_MESSAGE, 0).await?;
             return Ok(true);
         }
-
+        if self.authenticate(session, ctx).await? {
+            return Ok(true);
+        }
         if ctx.endpoint.is_local() {
             let endpoint = ctx.endpoint.clone();
-            self.answer_locally(session, &endpoint).await?;
+            let only = ctx.client.as_ref().map(|c| &*c.key);
+            self.answer_locally(session, &endpoint, only).await?;
             return Ok(true);
         }
         // Maintenance mode (`corral serving disable`): in-flight requests finish, new
@@ -147,6 +151,9 @@ impl ProxyHttp for CorralProxy {
         }
         if let Some(refusal) = self.classify_route(session, ctx).await? {
             self.refuse(session, ctx, refusal).await?;
+            return Ok(true);
+        }
+        if self.limit_client(session, ctx).await? {
             return Ok(true);
         }
         match self.fan_out_targets(ctx) {
@@ -291,6 +298,10 @@ impl ProxyHttp for CorralProxy {
             upstream_request.insert_header("Host", pick.backend.config.url.authority.as_str())?;
         }
         upstream_request.remove_header(admission::TARGET_HEADER);
+        // A corral client key is corral's business, not the backend's.
+        if ctx.client.is_some() {
+            upstream_request.remove_header(&http::header::AUTHORIZATION);
+        }
         upstream_request.append_header("Via", hop::via_entry())?;
         Ok(())
     }
@@ -438,6 +449,10 @@ impl ProxyHttp for CorralProxy {
             attempt.stall = None;
             attempt.release();
         }
+        let status = session
+            .response_written()
+            .map_or(ctx.status, |r| r.status.as_u16());
+        client_keys::settle(ctx, status);
         outcome::access_log(session, ctx, e);
     }
 }

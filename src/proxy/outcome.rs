@@ -72,6 +72,7 @@ pub fn access_log(session: &Session, ctx: &RequestCtx, error: Option<&Error>) {
         path = %session.req_header().uri.path(),
         endpoint = ctx.endpoint.label(),
         model = ctx.model.as_deref().unwrap_or("-"),
+        client = ctx.client_name(),
         backend = ctx.backend_name(),
         route = ctx.pick().map_or("-", |p| p.reason.as_str()),
         status,

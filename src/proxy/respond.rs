@@ -9,13 +9,19 @@ use serde_json::json;
 
 /// An error body in the client's dialect.
 pub fn error_body(openai: bool, status: u16, message: &str) -> Bytes {
+    let kind = match status {
+        400 | 404 | 413 => "invalid_request_error",
+        503 => "service_unavailable",
+        _ => "api_error",
+    };
+    coded_error_body(openai, message, kind, None)
+}
+
+/// An error body with OpenAI's `type` and `code` chosen by the caller (Ollama's shape
+/// has neither).
+pub fn coded_error_body(openai: bool, message: &str, kind: &str, code: Option<&str>) -> Bytes {
     let v = if openai {
-        let kind = match status {
-            400 | 404 | 413 => "invalid_request_error",
-            503 => "service_unavailable",
-            _ => "api_error",
-        };
-        json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
+        json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
     } else {
         json!({"error": message})
     };

@@ -27,7 +27,7 @@ pub use candidates::{candidates, Candidate, Found, NoRoute};
 pub use demand::{Demand, DemandTable};
 pub use placement::{eviction_cost, EvictionCost};
 pub use prewarm::Prewarm;
-pub use queue::{AdmissionQueue, QueueError};
+pub use queue::{AdmissionQueue, QueueError, Turn, BATCH_AGING};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

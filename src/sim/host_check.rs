@@ -60,6 +60,9 @@ pub async fn guard(State(sim): State<Arc<SimState>>, request: Request, next: Nex
         .unwrap_or_default()
         .to_string();
     sim.stats.record_host(&host);
+    if request.headers().contains_key(header::AUTHORIZATION) {
+        sim.stats.record_authorization();
+    }
     if sim.listens_on_loopback && !is_allowed_host(&host) {
         return StatusCode::FORBIDDEN.into_response();
     }

@@ -27,6 +27,7 @@ pub struct Stats {
     tokens_generated: AtomicU64,
     by_model: Mutex<BTreeMap<String, ModelCounters>>,
     last_host: Mutex<Option<String>>,
+    with_authorization: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +55,10 @@ pub struct StatsSnapshot {
     pub by_model: BTreeMap<String, ModelCounters>,
     /// `Host` header of the latest non-`/sim` request (`null` before the first).
     pub last_host: Option<String>,
+    /// Non-`/sim` requests that carried an `Authorization` header (a proxy in front
+    /// should not pass its clients' keys on).
+    #[serde(default)]
+    pub with_authorization: u64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -81,6 +86,7 @@ impl Stats {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
+            with_authorization: read(&self.with_authorization),
         }
     }
 
@@ -93,6 +99,10 @@ impl Stats {
             .last_host
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(host.to_string());
+    }
+
+    pub fn record_authorization(&self) {
+        bump(&self.with_authorization, 1);
     }
 
     pub fn record_load(&self) {
