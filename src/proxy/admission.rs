@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 use pingora::Result;
 
@@ -13,7 +12,7 @@ use crate::routing::{Need, NoRoute, Pick, QueueError, RouteRequest, Turn};
 
 use super::body_deadline::{read_body_chunk, BodyDeadline};
 use super::endpoint::Endpoint;
-use super::sniff::{sniff_body, Facts, Sniff};
+use super::sniff::{BodySniffer, Facts, Sniff};
 use super::{CorralProxy, RequestCtx};
 
 /// Pingora keeps at most this much of a request body for retries.
@@ -56,33 +55,19 @@ impl CorralProxy {
             ))
         };
         session.as_mut().enable_retry_buffering();
-        let mut seen = Bytes::new();
+        // Reading on is safe up to half the retry buffer; past it, every chunk is
+        // parsed so that a verdict comes before the buffer can overflow.
+        let mut sniffer = BodySniffer::new(fields, !fits, RETRY_BUFFER / 2);
         loop {
-            match sniff_body(&seen, fields) {
-                Sniff::NeedMore(facts) if facts.model.is_some() && !fits => {
-                    return Ok(Sniff::Complete(facts))
-                }
-                Sniff::NeedMore(_) => {}
-                other => return Ok(other),
-            }
             let Some(chunk) = read_body_chunk(session, deadline).await? else {
-                return Ok(if seen.is_empty() {
-                    Sniff::Complete(Facts::default())
-                } else {
-                    Sniff::NotJson("unexpected end of JSON input".into())
-                });
+                return Ok(sniffer.finish());
             };
             if session.as_ref().retry_buffer_truncated() {
                 return Ok(too_far());
             }
-            // The first chunk is usually the whole body; later ones are joined.
-            seen = if seen.is_empty() {
-                chunk
-            } else {
-                let mut joined = BytesMut::from(&seen[..]);
-                joined.extend_from_slice(&chunk);
-                joined.freeze()
-            };
+            if let Some(verdict) = sniffer.push(chunk) {
+                return Ok(verdict);
+            }
         }
     }
 

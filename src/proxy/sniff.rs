@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
@@ -202,6 +203,92 @@ pub fn sniff_body(prefix: &[u8], model_keys: &[&str]) -> Sniff {
     }
 }
 
+/// Sniffs a body that arrives in chunks. Re-parsing the whole prefix on every chunk
+/// would be quadratic in the number of chunks; this parses when the prefix has doubled
+/// since the last parse, and on every chunk once it passes `eager_after` (where one
+/// more read could overrun the retry buffer, so a verdict must come as soon as it can).
+pub struct BodySniffer<'a> {
+    fields: &'a [&'a str],
+    /// The first chunk, not copied: usually the whole body.
+    first: Bytes,
+    /// Every chunk so far, once there is more than one.
+    joined: Vec<u8>,
+    /// Prefix length at the last parse.
+    parsed: usize,
+    /// Stop reading as soon as the model is known, before the conversation anchor.
+    stop_at_model: bool,
+    eager_after: usize,
+    /// How many times the prefix was parsed.
+    parses: u32,
+}
+
+impl<'a> BodySniffer<'a> {
+    pub fn new(fields: &'a [&'a str], stop_at_model: bool, eager_after: usize) -> Self {
+        BodySniffer {
+            fields,
+            first: Bytes::new(),
+            joined: Vec::new(),
+            parsed: 0,
+            stop_at_model,
+            eager_after,
+            parses: 0,
+        }
+    }
+
+    fn prefix(&self) -> &[u8] {
+        if self.joined.is_empty() {
+            &self.first
+        } else {
+            &self.joined
+        }
+    }
+
+    /// Adds the next chunk; a verdict once one is reached.
+    pub fn push(&mut self, chunk: Bytes) -> Option<Sniff> {
+        if self.first.is_empty() && self.joined.is_empty() {
+            self.first = chunk;
+        } else {
+            if self.joined.is_empty() {
+                self.joined.extend_from_slice(&self.first);
+            }
+            self.joined.extend_from_slice(&chunk);
+        }
+        let len = self.prefix().len();
+        if len < 2 * self.parsed && len <= self.eager_after {
+            return None;
+        }
+        self.parsed = len;
+        self.parses += 1;
+        match sniff_body(self.prefix(), self.fields) {
+            Sniff::NeedMore(facts) if facts.model.is_some() && self.stop_at_model => {
+                Some(Sniff::Complete(facts))
+            }
+            Sniff::NeedMore(_) => None,
+            other => Some(other),
+        }
+    }
+
+    /// The body ended: the verdict on all of it.
+    pub fn finish(self) -> Sniff {
+        let len = self.prefix().len();
+        if len == 0 {
+            return Sniff::Complete(Facts::default());
+        }
+        let unfinished = || Sniff::NotJson("unexpected end of JSON input".into());
+        if len == self.parsed {
+            // Parsed as it is and found wanting (`push` returns any other verdict).
+            return unfinished();
+        }
+        match sniff_body(self.prefix(), self.fields) {
+            Sniff::NeedMore(facts) if facts.model.is_some() && self.stop_at_model => {
+                Sniff::Complete(facts)
+            }
+            Sniff::NeedMore(_) => unfinished(),
+            other => other,
+        }
+    }
+}
+
 /// Whether a parse error is only a number cut by the end of the prefix: serde_json
 /// reports `0.` or `1e-` at the end of input as an invalid number rather than as end of
 /// input, but the next chunk may complete it. A digit appended tells the two apart.
@@ -334,20 +421,60 @@ mod tests {
         );
     }
 
-    /// The proxy's loop over arriving chunks: sniff the prefix seen so far after each
-    /// one, stop at the first complete answer.
+    /// The proxy's loop over arriving chunks: the body cut at `cuts`, fed to a
+    /// `BodySniffer` that parses at doublings up to half the body, then every chunk.
     fn sniff_chunks(body: &[u8], cuts: &[usize], keys: &[&str]) -> Sniff {
         let mut ends: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
         ends.push(body.len());
         ends.sort_unstable();
-        let mut last = Sniff::NeedMore(Facts::default());
+        ends.dedup();
+        let mut sniffer = BodySniffer::new(keys, false, body.len() / 2);
+        let mut start = 0;
         for end in ends {
-            last = sniff_body(&body[..end], keys);
-            if !matches!(last, Sniff::NeedMore(_)) {
-                return last;
+            if end == start {
+                continue;
+            }
+            let chunk = Bytes::copy_from_slice(&body[start..end]);
+            start = end;
+            if let Some(verdict) = sniffer.push(chunk) {
+                return verdict;
             }
         }
-        last
+        sniffer.finish()
+    }
+
+    #[test]
+    fn a_body_in_one_byte_chunks_is_parsed_a_logarithmic_number_of_times() {
+        let body = br#"{"messages":[{"role":"user","content":"a long conversation"}],"options":{"x":1},"model":"late"}"#;
+        let mut sniffer = BodySniffer::new(MODEL, false, usize::MAX);
+        let mut verdict = None;
+        for b in body.iter() {
+            verdict = sniffer.push(Bytes::copy_from_slice(&[*b]));
+            if verdict.is_some() {
+                break;
+            }
+        }
+        // 1, 2, 4, ... bytes: one parse per doubling, not one per byte.
+        let bound = usize::BITS - body.len().leading_zeros() + 1;
+        assert!(sniffer.parses <= bound, "{} parses", sniffer.parses);
+        let verdict = verdict.unwrap_or_else(|| sniffer.finish());
+        assert_eq!(model(verdict).as_deref(), Some("late"));
+    }
+
+    #[test]
+    fn stop_at_model_answers_before_the_anchor_and_a_cut_body_is_not_json() {
+        let mut sniffer = BodySniffer::new(MODEL, true, usize::MAX);
+        let v = sniffer.push(Bytes::from_static(br#"{"model":"m","messages":[{"ro"#));
+        assert_eq!(model(v.expect("a verdict")).as_deref(), Some("m"));
+        let mut sniffer = BodySniffer::new(MODEL, false, usize::MAX);
+        assert!(sniffer
+            .push(Bytes::from_static(br#"{"model":"m","mess"#))
+            .is_none());
+        assert!(matches!(sniffer.finish(), Sniff::NotJson(_)));
+        assert!(matches!(
+            BodySniffer::new(MODEL, false, 0).finish(),
+            Sniff::Complete(_)
+        ));
     }
 
     fn text() -> impl proptest::strategy::Strategy<Value = String> {
