@@ -3,6 +3,8 @@
 //! Request flow: `proxy` classifies and sniffs a request, `routing` picks a backend from
 //! the `pool` snapshot, `health` keeps that snapshot's live state true.
 
+#![warn(unreachable_pub)]
+
 pub mod admin;
 pub mod api_error;
 pub mod bounded_body;

@@ -2,8 +2,6 @@
 //! metrics, and the operator's actions (add/remove/drain backends, maintenance mode).
 //! Runs as a Pingora background service next to the proxy.
 
-#![warn(unreachable_pub)]
-
 pub mod auth;
 mod local;
 pub mod persist;

@@ -3,8 +3,6 @@
 //! `serving enable|disable` and `reload`. Each prints one clear line on stderr and exits non-zero
 //! when the server is not running, the token is wrong or the backend is unknown.
 
-#![warn(unreachable_pub)]
-
 mod client;
 pub(crate) mod render;
 

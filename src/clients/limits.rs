@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 /// A bucket of `per_minute` capacity that refills at `per_minute / 60` a second.
 #[derive(Debug, Clone)]
-pub struct Bucket {
+pub(super) struct Bucket {
     level: f64,
     at: Instant,
 }
 
 impl Bucket {
     /// A new key starts with a full minute's worth.
-    pub fn full(per_minute: u64, now: Instant) -> Bucket {
+    pub(super) fn full(per_minute: u64, now: Instant) -> Bucket {
         Bucket {
             level: per_minute as f64,
             at: now,
@@ -31,7 +31,7 @@ impl Bucket {
     }
 
     /// Takes one unit, or says how long until one is there.
-    pub fn take_one(&mut self, per_minute: u64, now: Instant) -> Result<(), Duration> {
+    pub(super) fn take_one(&mut self, per_minute: u64, now: Instant) -> Result<(), Duration> {
         self.refill(per_minute, now);
         if self.level >= 1.0 {
             self.level -= 1.0;
@@ -43,7 +43,7 @@ impl Bucket {
 
     /// Whether anything is left (used before the cost is known), or how long until the
     /// bucket is above zero again.
-    pub fn check_positive(&mut self, per_minute: u64, now: Instant) -> Result<(), Duration> {
+    pub(super) fn check_positive(&mut self, per_minute: u64, now: Instant) -> Result<(), Duration> {
         self.refill(per_minute, now);
         if self.level > 0.0 {
             Ok(())
@@ -54,13 +54,13 @@ impl Bucket {
     }
 
     /// Takes `cost` after the fact; the level may go negative.
-    pub fn debit(&mut self, cost: u64, per_minute: u64, now: Instant) {
+    pub(super) fn debit(&mut self, cost: u64, per_minute: u64, now: Instant) {
         self.refill(per_minute, now);
         self.level -= cost as f64;
     }
 
     /// What is left now, rounded down (negative while in debt).
-    pub fn remaining(&mut self, per_minute: u64, now: Instant) -> i64 {
+    pub(super) fn remaining(&mut self, per_minute: u64, now: Instant) -> i64 {
         self.refill(per_minute, now);
         self.level.floor() as i64
     }

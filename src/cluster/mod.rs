@@ -7,8 +7,6 @@
 //! admin API asks, `admin` hands the admin service its cluster endpoints and the Raft
 //! pool writer (`writes`).
 
-#![warn(unreachable_pub)]
-
 mod admin;
 pub mod cli;
 mod error;

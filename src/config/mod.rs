@@ -2,8 +2,6 @@
 //! YAML. Validation happens while deserializing so that every error carries the
 //! `file:line:col` of the offending value.
 
-#![warn(unreachable_pub)]
-
 mod clients;
 mod cluster;
 mod de;

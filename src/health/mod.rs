@@ -2,8 +2,6 @@
 //! hysteresis, and refreshes what each backend holds. Runs as a Pingora background
 //! service so it lives on Pingora's runtime.
 
-#![warn(unreachable_pub)]
-
 mod probe;
 
 pub use probe::probe;

@@ -20,7 +20,7 @@ pub struct LiveSource {
 }
 
 #[derive(Default)]
-pub struct LiveCollector {
+pub(super) struct LiveCollector {
     source: ArcSwapOption<LiveSource>,
     descs: Vec<Desc>,
 }
@@ -91,7 +91,7 @@ impl Families {
 }
 
 impl LiveCollector {
-    pub fn new() -> LiveCollector {
+    pub(super) fn new() -> LiveCollector {
         let descs = Families::new()
             .all()
             .iter()
@@ -103,7 +103,7 @@ impl LiveCollector {
         }
     }
 
-    pub fn set_source(&self, source: LiveSource) {
+    pub(super) fn set_source(&self, source: LiveSource) {
         self.source.store(Some(Arc::new(source)));
     }
 

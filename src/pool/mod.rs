@@ -1,8 +1,6 @@
 //! The backend pool: the current `RoutingTable` behind an `ArcSwap`, and the registry of
 //! live per-backend state that outlives table rebuilds.
 
-#![warn(unreachable_pub)]
-
 mod passive;
 mod residency;
 mod state;

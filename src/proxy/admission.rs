@@ -19,10 +19,10 @@ use super::{CorralProxy, RequestCtx};
 const RETRY_BUFFER: usize = 64 * 1024;
 
 /// Header that sends a request to one named backend (or, for fleet operations, `all`).
-pub const TARGET_HEADER: &str = "x-corral-target";
+pub(super) const TARGET_HEADER: &str = "x-corral-target";
 
 /// Why a request cannot be proxied, as the client will be told.
-pub enum Refusal {
+pub(super) enum Refusal {
     /// 400 with this message.
     BadRequest(String),
     NoRoute(NoRoute),

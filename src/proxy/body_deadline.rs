@@ -70,7 +70,7 @@ impl BodyDeadline {
 
 /// Reads the next request body chunk within the deadline. Read errors are the client's
 /// (a broken framing, a closed connection), so they are marked as such.
-pub async fn read_body_chunk(
+pub(super) async fn read_body_chunk(
     session: &mut Session,
     deadline: Option<BodyDeadline>,
 ) -> Result<Option<Bytes>> {
@@ -87,7 +87,7 @@ pub async fn read_body_chunk(
 
 /// Checks a chunk Pingora read while forwarding the body, and shortens the next read's
 /// timeout to what is left.
-pub fn check_forwarded_chunk(
+pub(super) fn check_forwarded_chunk(
     session: &mut Session,
     deadline: Option<BodyDeadline>,
     end_of_stream: bool,

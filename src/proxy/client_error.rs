@@ -11,13 +11,13 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::log_limit::LogLimit;
 
 /// Whether the client, not a backend or corral, caused `e`.
-pub fn is_client_fault(e: &Error) -> bool {
+pub(super) fn is_client_fault(e: &Error) -> bool {
     *e.esource() == ErrorSource::Downstream
         || matches!(e.etype(), ErrorType::HTTPStatus(code) if (400..500).contains(code))
 }
 
 /// Logs a client's error at WARN, rate-limited.
-pub fn log(session: &Session, e: &Error) {
+pub(super) fn log(session: &Session, e: &Error) {
     static LIMIT: LazyLock<LogLimit> = LazyLock::new(LogLimit::new);
     let Some(skipped) = LIMIT.admit() else {
         return;

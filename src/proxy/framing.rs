@@ -12,7 +12,7 @@
 use bytes::{Bytes, BytesMut};
 
 /// The longest partial line (or SSE event) held back.
-pub const MAX_HELD: usize = 64 * 1024;
+pub(super) const MAX_HELD: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Unit {

@@ -46,7 +46,7 @@ const STOPPED: u64 = u64::MAX;
 const AWAITING_FIRST_BYTE: u64 = u64::MAX - 1;
 
 /// A connection whose request header must arrive whole within a limit.
-pub struct HeaderClock {
+pub(super) struct HeaderClock {
     inner: Stream,
     origin: Instant,
     limit: Duration,
@@ -60,7 +60,7 @@ pub struct HeaderClock {
 
 impl HeaderClock {
     /// Wraps a connection accepted at `origin` (before its TLS handshake, if any).
-    pub fn since(inner: Stream, limit: Duration, origin: Instant) -> HeaderClock {
+    pub(super) fn since(inner: Stream, limit: Duration, origin: Instant) -> HeaderClock {
         HeaderClock {
             inner,
             origin,
@@ -71,12 +71,12 @@ impl HeaderClock {
     }
 
     /// The header is in: from now on reads are timed by Pingora's own timeouts only.
-    pub fn stop(&self) {
+    pub(super) fn stop(&self) {
         self.deadline_ms.store(STOPPED, Ordering::Relaxed);
     }
 
     /// The previous request is done: the next header's clock starts at its first byte.
-    pub fn await_next_request(&self) {
+    pub(super) fn await_next_request(&self) {
         self.deadline_ms
             .store(AWAITING_FIRST_BYTE, Ordering::Relaxed);
     }
@@ -108,7 +108,7 @@ fn clock_of(session: &Session) -> Option<&HeaderClock> {
 
 /// Called once the request header is parsed: the body and the answer have deadlines of
 /// their own.
-pub fn stop_header_clock(session: &Session) {
+pub(super) fn stop_header_clock(session: &Session) {
     if let Some(clock) = clock_of(session) {
         clock.stop();
     }

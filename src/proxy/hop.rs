@@ -11,7 +11,7 @@ use http::HeaderMap;
 
 /// `1.1 corral-<id>`: the id is random per process, so two replicas that forward to
 /// each other are told apart.
-pub fn via_entry() -> &'static str {
+pub(super) fn via_entry() -> &'static str {
     static ENTRY: OnceLock<String> = OnceLock::new();
     ENTRY.get_or_init(|| {
         // std's RandomState is seeded from the OS's randomness: no extra crate needed.
@@ -22,7 +22,7 @@ pub fn via_entry() -> &'static str {
 }
 
 /// Whether this request already passed through this corral.
-pub fn passed_through_us(headers: &HeaderMap) -> bool {
+pub(super) fn passed_through_us(headers: &HeaderMap) -> bool {
     let us = via_entry();
     headers
         .get_all(VIA)
@@ -39,7 +39,7 @@ fn same_hop(hop: &str, us: &str) -> bool {
 }
 
 /// The message a looping request is refused with.
-pub const LOOP_MESSAGE: &str =
+pub(super) const LOOP_MESSAGE: &str =
     "request loop: this request already passed through this corral (does a backend URL point back at it?)";
 
 #[cfg(test)]

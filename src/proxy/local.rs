@@ -17,7 +17,7 @@ use super::{respond, CorralProxy};
 
 /// The oldest version among healthy backends: a client checking for a feature must
 /// not be promised one that some box lacks.
-pub fn fleet_version(table: &RoutingTable) -> String {
+pub(super) fn fleet_version(table: &RoutingTable) -> String {
     table
         .backends
         .iter()
@@ -35,7 +35,7 @@ fn version_key(v: &str) -> Vec<u64> {
 }
 
 /// The union of the healthy backends' `/api/tags` (or `/api/ps`) entries, one per model.
-pub fn merged_models(table: &RoutingTable, resident: bool) -> Vec<Value> {
+pub(super) fn merged_models(table: &RoutingTable, resident: bool) -> Vec<Value> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for b in table.backends.iter().filter(|b| b.is_available()) {
@@ -64,7 +64,7 @@ pub fn entry_name(entry: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
-pub fn openai_model(entry: &Value) -> Option<Value> {
+pub(super) fn openai_model(entry: &Value) -> Option<Value> {
     let name = entry_name(entry)?;
     let created = entry
         .get("modified_at")
@@ -76,7 +76,7 @@ pub fn openai_model(entry: &Value) -> Option<Value> {
 }
 
 /// `/v1/models`: the models `allowed` passes.
-pub fn openai_models(table: &RoutingTable, allowed: impl Fn(&Value) -> bool) -> Value {
+pub(super) fn openai_models(table: &RoutingTable, allowed: impl Fn(&Value) -> bool) -> Value {
     let data: Vec<Value> = merged_models(table, false)
         .iter()
         .filter(|e| allowed(e))

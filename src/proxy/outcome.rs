@@ -21,7 +21,7 @@ fn streams_to_done(endpoint: &Endpoint) -> bool {
 
 /// Settles the last attempt when nothing earlier did: judged by what the backend
 /// answered, not by what corral told the client.
-pub fn settle(table: &RoutingTable, ctx: &mut RequestCtx, error: Option<&Error>) {
+pub(super) fn settle(table: &RoutingTable, ctx: &mut RequestCtx, error: Option<&Error>) {
     let Some(attempt) = ctx.attempt.as_mut() else {
         return;
     };
@@ -57,7 +57,7 @@ pub fn settle(table: &RoutingTable, ctx: &mut RequestCtx, error: Option<&Error>)
 }
 
 /// One structured line per request, and the request's metrics.
-pub fn access_log(session: &Session, ctx: &RequestCtx, error: Option<&Error>) {
+pub(super) fn access_log(session: &Session, ctx: &RequestCtx, error: Option<&Error>) {
     let status = session
         .response_written()
         .map_or(ctx.status, |r| r.status.as_u16());

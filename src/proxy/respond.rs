@@ -8,7 +8,7 @@ use pingora::Result;
 use serde_json::json;
 
 /// An error body in the client's dialect.
-pub fn error_body(openai: bool, status: u16, message: &str) -> Bytes {
+pub(super) fn error_body(openai: bool, status: u16, message: &str) -> Bytes {
     let kind = match status {
         400 | 404 | 413 => "invalid_request_error",
         503 => "service_unavailable",
@@ -19,7 +19,12 @@ pub fn error_body(openai: bool, status: u16, message: &str) -> Bytes {
 
 /// An error body with OpenAI's `type` and `code` chosen by the caller (Ollama's shape
 /// has neither).
-pub fn coded_error_body(openai: bool, message: &str, kind: &str, code: Option<&str>) -> Bytes {
+pub(super) fn coded_error_body(
+    openai: bool,
+    message: &str,
+    kind: &str,
+    code: Option<&str>,
+) -> Bytes {
     let v = if openai {
         json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
     } else {
@@ -30,7 +35,7 @@ pub fn coded_error_body(openai: bool, message: &str, kind: &str, code: Option<&s
 
 /// The line that ends a stream the backend broke off, so clients fail loudly instead of
 /// waiting: one more NDJSON line for Ollama clients, an SSE event for OpenAI ones.
-pub fn stream_error_chunk(sse: bool, message: &str) -> Bytes {
+pub(super) fn stream_error_chunk(sse: bool, message: &str) -> Bytes {
     if sse {
         let v = json!({"error": {"message": message, "type": "api_error", "param": null, "code": null}});
         Bytes::from(format!("data: {v}\n\n"))
@@ -40,7 +45,7 @@ pub fn stream_error_chunk(sse: bool, message: &str) -> Bytes {
 }
 
 /// Writes a complete response. `HEAD` requests get the headers only.
-pub async fn write_response(
+pub(super) async fn write_response(
     session: &mut Session,
     status: u16,
     content_type: &str,
@@ -61,7 +66,7 @@ pub async fn write_response(
     Ok(())
 }
 
-pub async fn write_json(
+pub(super) async fn write_json(
     session: &mut Session,
     status: u16,
     value: &serde_json::Value,
@@ -77,7 +82,7 @@ pub async fn write_json(
 }
 
 /// Writes an error; 503s say when to come back.
-pub async fn write_error(
+pub(super) async fn write_error(
     session: &mut Session,
     openai: bool,
     status: u16,
@@ -98,7 +103,7 @@ pub async fn write_error(
 
 /// HTTP/1.0 has no chunked encoding: a chunked answer to a 1.0 client goes out
 /// close-delimited instead (no length; the connection closes at its end).
-pub fn fit_to_http10(session: &mut Session, resp: &mut ResponseHeader) {
+pub(super) fn fit_to_http10(session: &mut Session, resp: &mut ResponseHeader) {
     if session.req_header().version != http::Version::HTTP_10
         || !resp.headers.contains_key(http::header::TRANSFER_ENCODING)
     {

@@ -17,7 +17,7 @@ use crate::pool::RoutingTable;
 const HALF_LIFE: Duration = Duration::from_secs(15);
 
 /// Demand below this (in slots) is none: the model's boxes may be taken.
-pub const IDLE: f64 = 0.05;
+pub(super) const IDLE: f64 = 0.05;
 
 /// One model's demand, in slots.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -13,10 +13,10 @@ use super::candidates::Candidate;
 use super::demand::{DemandTable, IDLE};
 
 /// The hysteresis margin, as a share of demand.
-pub const MARGIN: f64 = 0.25;
+pub(super) const MARGIN: f64 = 0.25;
 
 /// Assumed cold-load time before any load has been observed.
-pub const DEFAULT_LOAD_MS: u64 = 5_000;
+pub(super) const DEFAULT_LOAD_MS: u64 = 5_000;
 
 /// What loading a model on one box would cost the fleet, cheapest first.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
@@ -39,7 +39,7 @@ impl EvictionCost {
 }
 
 /// Slots of the routable boxes believed to hold `model`.
-pub fn resident_slots(table: &RoutingTable, model: &ModelName) -> usize {
+pub(super) fn resident_slots(table: &RoutingTable, model: &ModelName) -> usize {
     table
         .backends
         .iter()
@@ -76,14 +76,14 @@ pub fn eviction_cost(
 
 /// Whether a model whose boxes are all full deserves one more: its demand (this
 /// request and those queued behind it included) exceeds its slots by the margin.
-pub fn wants_another_box(demanded: f64, slots: usize) -> bool {
+pub(super) fn wants_another_box(demanded: f64, slots: usize) -> bool {
     demanded > slots as f64 * (1.0 + MARGIN)
 }
 
 /// Whether loading the model on a free cold box beats waiting for a resident one: the
 /// expected wait is the queue ahead (plus this request) served by the resident boxes'
 /// slots at their observed pace.
-pub fn load_beats_waiting(
+pub(super) fn load_beats_waiting(
     found: &[Candidate],
     resident: &[usize],
     cold: &[usize],
@@ -117,7 +117,7 @@ fn average(values: impl Iterator<Item = u64>) -> Option<u64> {
 }
 
 /// Requests for `model` out on the candidates now.
-pub fn in_flight_for(found: &[Candidate], model: &ModelName) -> usize {
+pub(super) fn in_flight_for(found: &[Candidate], model: &ModelName) -> usize {
     found
         .iter()
         .flat_map(|c| c.backend.state.residency.models())

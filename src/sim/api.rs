@@ -19,7 +19,10 @@ use crate::model::ModelName;
 const DEFAULT_NUM_CTX: u64 = 4096;
 
 /// Looks up the model a request names; `""` is "model is required", an unknown name 404.
-pub fn resolve_model(sim: &SimState, requested: Option<&str>) -> Result<ModelEntry, ApiError> {
+pub(super) fn resolve_model(
+    sim: &SimState,
+    requested: Option<&str>,
+) -> Result<ModelEntry, ApiError> {
     let requested = requested.unwrap_or_default();
     let name = ModelName::parse(requested).ok_or_else(model_required)?;
     sim.catalog
@@ -27,17 +30,17 @@ pub fn resolve_model(sim: &SimState, requested: Option<&str>) -> Result<ModelEnt
         .ok_or_else(|| model_not_found(requested))
 }
 
-pub async fn root() -> &'static str {
+pub(super) async fn root() -> &'static str {
     "Ollama is running"
 }
 
-pub async fn version(State(sim): State<Arc<SimState>>) -> Response {
+pub(super) async fn version(State(sim): State<Arc<SimState>>) -> Response {
     sim.config
         .json_style
         .ok(&json!({ "version": sim.config.version }))
 }
 
-pub async fn tags(State(sim): State<Arc<SimState>>) -> Response {
+pub(super) async fn tags(State(sim): State<Arc<SimState>>) -> Response {
     let models: Vec<Value> = sim
         .catalog
         .list()
@@ -56,7 +59,7 @@ pub async fn tags(State(sim): State<Arc<SimState>>) -> Response {
     sim.config.json_style.ok(&json!({ "models": models }))
 }
 
-pub async fn ps(State(sim): State<Arc<SimState>>) -> Response {
+pub(super) async fn ps(State(sim): State<Arc<SimState>>) -> Response {
     let models: Vec<Value> = sim
         .scheduler
         .resident()
@@ -89,7 +92,7 @@ struct ShowRequest {
     name: Option<String>,
 }
 
-pub async fn show(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(super) async fn show(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     let entry = parse_json::<ShowRequest>(&body).and_then(|request| {
         let requested = request.model.filter(|m| !m.is_empty()).or(request.name);
         resolve_model(&sim, requested.as_deref())

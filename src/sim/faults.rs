@@ -39,10 +39,11 @@ pub enum Fault {
 }
 
 /// How many tokens a mid-stream fault lets through before it strikes.
-pub const TOKENS_BEFORE_MID_STREAM_FAULT: usize = 3;
+pub(super) const TOKENS_BEFORE_MID_STREAM_FAULT: usize = 3;
 
-pub const BUSY_MESSAGE: &str = "server busy, please try again.  maximum pending requests exceeded";
-pub const RUNNER_FAILURE_MESSAGE: &str = "simulated runner failure";
+pub(super) const BUSY_MESSAGE: &str =
+    "server busy, please try again.  maximum pending requests exceeded";
+pub(super) const RUNNER_FAILURE_MESSAGE: &str = "simulated runner failure";
 
 const ALL: [Fault; 6] = [
     Fault::None,
@@ -54,21 +55,21 @@ const ALL: [Fault; 6] = [
 ];
 
 /// The current fault mode, shared by every request.
-pub struct FaultSwitch(AtomicU8);
+pub(super) struct FaultSwitch(AtomicU8);
 
 impl FaultSwitch {
-    pub fn new(fault: Fault) -> FaultSwitch {
+    pub(super) fn new(fault: Fault) -> FaultSwitch {
         FaultSwitch(AtomicU8::new(fault as u8))
     }
 
-    pub fn get(&self) -> Fault {
+    pub(super) fn get(&self) -> Fault {
         let raw = self.0.load(Ordering::Relaxed);
         ALL.into_iter()
             .find(|fault| *fault as u8 == raw)
             .unwrap_or(Fault::None)
     }
 
-    pub fn set(&self, fault: Fault) {
+    pub(super) fn set(&self, fault: Fault) {
         self.0.store(fault as u8, Ordering::Relaxed);
     }
 }
@@ -81,7 +82,7 @@ impl Fault {
 
 /// Applies the faults that strike before any byte is written. Returns the fault mode the
 /// request continues under (mid-stream faults act later, in the body).
-pub async fn gate(sim: &SimState) -> Result<Fault, ApiError> {
+pub(super) async fn gate(sim: &SimState) -> Result<Fault, ApiError> {
     match sim.fault.get() {
         Fault::Fail => Err(ApiError::internal(RUNNER_FAILURE_MESSAGE)),
         Fault::Busy => Err(ApiError::new(
@@ -97,17 +98,17 @@ pub async fn gate(sim: &SimState) -> Result<Fault, ApiError> {
 }
 
 #[derive(Serialize, Deserialize)]
-pub struct FaultBody {
+pub(super) struct FaultBody {
     pub mode: Fault,
 }
 
-pub async fn current(State(sim): State<Arc<SimState>>) -> Response {
+pub(super) async fn current(State(sim): State<Arc<SimState>>) -> Response {
     sim.config.json_style.ok(&FaultBody {
         mode: sim.fault.get(),
     })
 }
 
-pub async fn set(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(super) async fn set(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     match parse_json::<FaultBody>(&body) {
         Ok(FaultBody { mode }) => {
             sim.fault.set(mode);

@@ -19,12 +19,14 @@ use super::stats::RequestTracker;
 use crate::model::ModelName;
 
 /// Whitespace-separated words stand in for tokens.
-pub fn tokenize(text: &str) -> impl Iterator<Item = String> + '_ {
+pub(super) fn tokenize(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split_whitespace().map(str::to_string)
 }
 
 /// The tokens a chat template would feed the model: each message's role, then its words.
-pub fn chat_prompt<'a>(messages: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+pub(super) fn chat_prompt<'a>(
+    messages: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<String> {
     let mut prompt = Vec::new();
     for (role, content) in messages {
         prompt.push(role.to_string());
@@ -61,7 +63,7 @@ const VOCABULARY: [&str; 24] = [
 ];
 
 /// A small deterministic unit vector, so the same text always embeds the same way.
-pub fn embedding(model: &ModelName, text: &str) -> Vec<f32> {
+pub(super) fn embedding(model: &ModelName, text: &str) -> Vec<f32> {
     let digest = Sha256::digest(format!("{model}\n{text}").as_bytes());
     let raw: Vec<f32> = digest
         .iter()
@@ -76,7 +78,7 @@ pub fn embedding(model: &ModelName, text: &str) -> Vec<f32> {
 }
 
 /// What to generate for one request.
-pub struct GenerationPlan {
+pub(super) struct GenerationPlan {
     pub model: ModelName,
     pub prompt: Vec<String>,
     /// Tokens the template puts between the prompt and the reply (the assistant turn
@@ -93,7 +95,7 @@ pub struct GenerationPlan {
 
 /// Ollama's final-chunk metrics, in nanoseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Metrics {
+pub(super) struct Metrics {
     pub total_duration: u64,
     pub load_duration: u64,
     pub prompt_eval_count: usize,
@@ -103,7 +105,7 @@ pub struct Metrics {
 }
 
 #[derive(Debug, Clone)]
-pub enum GenerationEvent {
+pub(super) enum GenerationEvent {
     /// Text of one token (with its leading space after the first).
     Token(String),
     Done {
@@ -140,7 +142,7 @@ struct Running {
 /// Runs one generation. Nothing happens until the stream is polled; the first event
 /// arrives after the slot wait, any load, prompt evaluation and the first token.
 /// Dropping the stream cancels the generation and frees the slot at once.
-pub fn generate(
+pub(super) fn generate(
     sim: Arc<SimState>,
     plan: GenerationPlan,
     tracker: RequestTracker,
@@ -160,7 +162,7 @@ pub fn generate(
 
 /// `1 / rate` seconds. Rates are checked positive at startup; absurdly slow ones are
 /// capped at a day per token so that token deadlines stay representable.
-pub fn per_token(rate: f64) -> Duration {
+pub(super) fn per_token(rate: f64) -> Duration {
     const SLOWEST: Duration = Duration::from_secs(24 * 3600);
     Duration::try_from_secs_f64(1.0 / rate).map_or(SLOWEST, |interval| interval.min(SLOWEST))
 }
@@ -279,7 +281,7 @@ impl Generation {
 }
 
 /// An embedding request's answer and its measured cost.
-pub struct EmbedOutcome {
+pub(super) struct EmbedOutcome {
     pub embeddings: Vec<Vec<f32>>,
     pub total_duration: u64,
     pub load_duration: u64,
@@ -289,7 +291,7 @@ pub struct EmbedOutcome {
 /// Embeds `texts` on a slot of the model, paying load and prompt evaluation like a
 /// generation (embeddings reuse no cache). `None` means the runner died mid-answer
 /// (`die_mid_stream`); under `hang_mid_stream` this never returns.
-pub async fn embed(
+pub(super) async fn embed(
     sim: &SimState,
     entry: &ModelEntry,
     texts: &[String],

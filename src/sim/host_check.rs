@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use super::state::SimState;
 
 /// Whether Ollama would serve a request carrying this `Host` (port included or not).
-pub fn is_allowed_host(host: &str) -> bool {
+pub(super) fn is_allowed_host(host: &str) -> bool {
     let host = host.trim().to_ascii_lowercase();
     let name = strip_port(&host);
     if let Ok(ip) = name.parse::<IpAddr>() {
@@ -49,7 +49,11 @@ fn is_private(ip: IpAddr) -> bool {
 
 /// Middleware: records the `Host` of every Ollama request and refuses foreign ones when
 /// listening on loopback. `/sim` control routes are neither recorded nor guarded.
-pub async fn guard(State(sim): State<Arc<SimState>>, request: Request, next: Next) -> Response {
+pub(super) async fn guard(
+    State(sim): State<Arc<SimState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if request.uri().path().starts_with("/sim/") {
         return next.run(request).await;
     }

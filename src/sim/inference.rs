@@ -26,7 +26,7 @@ use super::stats::RequestTracker;
 
 /// The `options` fields the sim honours; others are accepted and ignored.
 #[derive(Deserialize, Default)]
-pub struct RequestOptions {
+pub(super) struct RequestOptions {
     pub num_predict: Option<i64>,
 }
 
@@ -90,7 +90,7 @@ impl Shape {
 }
 
 /// How many tokens to generate, and whether that limit came from the request.
-pub fn reply_length(sim: &SimState, requested: Option<i64>) -> (usize, bool) {
+pub(super) fn reply_length(sim: &SimState, requested: Option<i64>) -> (usize, bool) {
     match requested.map(usize::try_from) {
         Some(Ok(limit)) => (limit, true),
         // Negative means "until the model stops" in Ollama.
@@ -98,12 +98,12 @@ pub fn reply_length(sim: &SimState, requested: Option<i64>) -> (usize, bool) {
     }
 }
 
-pub fn parse_keep_alive(value: &Value) -> Result<Option<KeepAlive>, ApiError> {
+pub(super) fn parse_keep_alive(value: &Value) -> Result<Option<KeepAlive>, ApiError> {
     KeepAlive::from_json(value).map_err(ApiError::bad_request)
 }
 
 /// Runs a model request with stats tracking: an error answer counts as failed.
-pub async fn tracked<F, Fut>(
+pub(super) async fn tracked<F, Fut>(
     sim: Arc<SimState>,
     run: F,
     render: fn(ApiError, JsonStyle) -> Response,
@@ -122,7 +122,7 @@ where
     }
 }
 
-pub async fn generate(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(super) async fn generate(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     tracked(
         sim,
         |sim, tracker| generate_inner(sim, tracker, body),
@@ -131,7 +131,7 @@ pub async fn generate(State(sim): State<Arc<SimState>>, body: Bytes) -> Response
     .await
 }
 
-pub async fn chat(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(super) async fn chat(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     tracked(
         sim,
         |sim, tracker| chat_inner(sim, tracker, body),
@@ -300,13 +300,13 @@ async fn collect(
 
 #[derive(Deserialize)]
 #[serde(untagged)]
-pub enum EmbedInput {
+pub(super) enum EmbedInput {
     One(String),
     Many(Vec<String>),
 }
 
 impl EmbedInput {
-    pub fn into_texts(self) -> Vec<String> {
+    pub(super) fn into_texts(self) -> Vec<String> {
         match self {
             EmbedInput::One(text) => vec![text],
             EmbedInput::Many(texts) => texts,
@@ -331,7 +331,7 @@ struct LegacyEmbeddingsRequest {
     keep_alive: Value,
 }
 
-pub async fn embed(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(super) async fn embed(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     tracked(
         sim,
         |sim, tracker| async move {
@@ -363,7 +363,7 @@ pub async fn embed(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     .await
 }
 
-pub async fn embeddings(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(super) async fn embeddings(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     tracked(
         sim,
         |sim, tracker| async move {

@@ -7,18 +7,18 @@ use tokio::time::Instant;
 
 /// How long a model stays resident after its last request (`keep_alive`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeepAlive {
+pub(super) enum KeepAlive {
     Forever,
     For(Duration),
 }
 
 impl KeepAlive {
     /// Ollama's default (`OLLAMA_KEEP_ALIVE` unset).
-    pub const DEFAULT: KeepAlive = KeepAlive::For(Duration::from_secs(5 * 60));
+    pub(super) const DEFAULT: KeepAlive = KeepAlive::For(Duration::from_secs(5 * 60));
 
     /// Reads a request's `keep_alive`: seconds as a number, or a duration string
     /// (`"5m"`, `"1h30m"`, `"0"`); any negative value means forever.
-    pub fn from_json(value: &serde_json::Value) -> Result<Option<KeepAlive>, String> {
+    pub(super) fn from_json(value: &serde_json::Value) -> Result<Option<KeepAlive>, String> {
         let invalid = || format!("time: invalid duration {value}");
         match value {
             serde_json::Value::Null => Ok(None),
@@ -59,7 +59,7 @@ impl KeepAlive {
         }
     }
 
-    pub fn is_zero(self) -> bool {
+    pub(super) fn is_zero(self) -> bool {
         self == KeepAlive::For(Duration::ZERO)
     }
 }

@@ -100,7 +100,7 @@ fn layer_lines(verb: &str, entry: &ModelEntry) -> Vec<Value> {
     lines
 }
 
-pub async fn pull(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(super) async fn pull(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     let request = match parse_json::<NamedRequest>(&body) {
         Ok(request) => request,
         Err(error) => return error.native(sim.config.json_style),
@@ -120,7 +120,7 @@ pub async fn pull(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     })
 }
 
-pub async fn push(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(super) async fn push(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     let request = match parse_json::<NamedRequest>(&body) {
         Ok(request) => request,
         Err(error) => return error.native(sim.config.json_style),
@@ -150,7 +150,7 @@ struct CreateRequest {
     stream: Option<bool>,
 }
 
-pub async fn create(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(super) async fn create(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     match plan_create(&sim, &body) {
         Ok((lines, entry, stream_requested)) => {
             let style = sim.config.json_style;
@@ -216,7 +216,7 @@ struct CopyRequest {
     destination: Option<String>,
 }
 
-pub async fn copy(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(super) async fn copy(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     let result = parse_json::<CopyRequest>(&body).and_then(|request| {
         let source_raw = request.source.unwrap_or_default();
         let source = ModelName::parse(&source_raw)
@@ -238,7 +238,7 @@ pub async fn copy(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     }
 }
 
-pub async fn delete(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(super) async fn delete(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     let result = parse_json::<NamedRequest>(&body).and_then(|request| {
         let name = request.model_name()?;
         if sim.catalog.remove(&name) {
@@ -262,7 +262,7 @@ fn normalize_digest(raw: &str) -> Option<String> {
     is_valid_digest(&digest).then_some(digest)
 }
 
-pub async fn blob_exists(
+pub(super) async fn blob_exists(
     State(sim): State<Arc<SimState>>,
     Path(digest): Path<String>,
 ) -> StatusCode {
@@ -275,7 +275,7 @@ pub async fn blob_exists(
 
 /// Receives a blob. The body can be gigabytes: it is hashed as it streams in and never
 /// held whole.
-pub async fn upload_blob(
+pub(super) async fn upload_blob(
     State(sim): State<Arc<SimState>>,
     Path(digest): Path<String>,
     body: Body,

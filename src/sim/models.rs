@@ -12,7 +12,7 @@ use crate::model::ModelName;
 
 /// The `details` object Ollama attaches to every model listing.
 #[derive(Debug, Clone, Serialize)]
-pub struct ModelDetails {
+pub(super) struct ModelDetails {
     pub parent_model: String,
     pub format: &'static str,
     pub family: String,
@@ -23,7 +23,7 @@ pub struct ModelDetails {
 
 /// One model on disk.
 #[derive(Debug, Clone)]
-pub struct ModelEntry {
+pub(super) struct ModelEntry {
     pub name: ModelName,
     /// Manifest digest, hex without the `sha256:` prefix (as `/api/tags` prints it).
     pub digest: String,
@@ -35,7 +35,7 @@ pub struct ModelEntry {
 
 impl ModelEntry {
     /// Invents plausible metadata from the name alone, so `qwen2.5:7b` looks like a 7B qwen2.
-    pub fn fabricate(name: ModelName) -> ModelEntry {
+    pub(super) fn fabricate(name: ModelName) -> ModelEntry {
         let embedding_only = looks_like_embedding(&name);
         let family = guess_family(&name, embedding_only);
         let parameters_billions = parameter_count_from_tag(name.tag())
@@ -59,12 +59,12 @@ impl ModelEntry {
         }
     }
 
-    pub fn parameter_count(&self) -> u64 {
+    pub(super) fn parameter_count(&self) -> u64 {
         parameter_count_from_tag(&self.details.parameter_size.to_ascii_lowercase())
             .map_or(0, |billions| (billions * 1e9) as u64)
     }
 
-    pub fn context_length(&self) -> u64 {
+    pub(super) fn context_length(&self) -> u64 {
         if self.embedding_only {
             2048
         } else {
@@ -124,24 +124,24 @@ fn format_parameter_size(billions: f64) -> String {
     }
 }
 
-pub fn hex_sha256(bytes: &[u8]) -> String {
+pub(super) fn hex_sha256(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Models and blobs on the simulated disk.
 #[derive(Default)]
-pub struct Catalog {
+pub(super) struct Catalog {
     models: Mutex<BTreeMap<ModelName, ModelEntry>>,
     /// Blob digests in `sha256:<hex>` form.
     blobs: Mutex<HashSet<String>>,
 }
 
 impl Catalog {
-    pub fn new(names: impl IntoIterator<Item = ModelName>) -> Catalog {
+    pub(super) fn new(names: impl IntoIterator<Item = ModelName>) -> Catalog {
         let catalog = Catalog::default();
         for name in names {
             catalog.insert(ModelEntry::fabricate(name));
@@ -157,24 +157,24 @@ impl Catalog {
         self.blobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn get(&self, name: &ModelName) -> Option<ModelEntry> {
+    pub(super) fn get(&self, name: &ModelName) -> Option<ModelEntry> {
         self.models().get(name).cloned()
     }
 
-    pub fn list(&self) -> Vec<ModelEntry> {
+    pub(super) fn list(&self) -> Vec<ModelEntry> {
         self.models().values().cloned().collect()
     }
 
-    pub fn insert(&self, entry: ModelEntry) {
+    pub(super) fn insert(&self, entry: ModelEntry) {
         self.models().insert(entry.name.clone(), entry);
     }
 
-    pub fn remove(&self, name: &ModelName) -> bool {
+    pub(super) fn remove(&self, name: &ModelName) -> bool {
         self.models().remove(name).is_some()
     }
 
     /// Copies `source` to `destination`; false when the source does not exist.
-    pub fn copy(&self, source: &ModelName, destination: ModelName) -> bool {
+    pub(super) fn copy(&self, source: &ModelName, destination: ModelName) -> bool {
         let mut models = self.models();
         let Some(mut entry) = models.get(source).cloned() else {
             return false;
@@ -185,17 +185,17 @@ impl Catalog {
         true
     }
 
-    pub fn has_blob(&self, digest: &str) -> bool {
+    pub(super) fn has_blob(&self, digest: &str) -> bool {
         self.blobs().contains(digest)
     }
 
-    pub fn add_blob(&self, digest: String) {
+    pub(super) fn add_blob(&self, digest: String) {
         self.blobs().insert(digest);
     }
 }
 
 /// Checks the `sha256:<64 hex>` form Ollama requires of blob digests.
-pub fn is_valid_digest(digest: &str) -> bool {
+pub(super) fn is_valid_digest(digest: &str) -> bool {
     digest.strip_prefix("sha256:").is_some_and(|hex| {
         hex.len() == 64
             && hex

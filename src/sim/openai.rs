@@ -168,7 +168,7 @@ impl Rendering {
     }
 }
 
-pub async fn chat_completions(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(super) async fn chat_completions(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     tracked(
         sim,
         |sim, tracker| async move {
@@ -211,7 +211,7 @@ pub async fn chat_completions(State(sim): State<Arc<SimState>>, body: Bytes) -> 
     .await
 }
 
-pub async fn completions(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(super) async fn completions(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     tracked(
         sim,
         |sim, tracker| async move {
@@ -303,7 +303,7 @@ struct EmbeddingsRequest {
     input: Option<EmbedInput>,
 }
 
-pub async fn embeddings(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(super) async fn embeddings(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
     tracked(sim, |sim, tracker| async move {
         let request: EmbeddingsRequest = super::respond::parse_json(&body)?;
         let entry = resolve_model(&sim, request.model.as_deref())?;
@@ -346,7 +346,7 @@ fn model_object(name: &str, namespace: &str, modified_at: std::time::SystemTime)
     })
 }
 
-pub async fn list_models(State(sim): State<Arc<SimState>>) -> Response {
+pub(super) async fn list_models(State(sim): State<Arc<SimState>>) -> Response {
     let data: Vec<Value> = sim
         .catalog
         .list()
@@ -364,7 +364,7 @@ pub async fn list_models(State(sim): State<Arc<SimState>>) -> Response {
         .ok(&json!({ "object": "list", "data": data }))
 }
 
-pub async fn retrieve_model(
+pub(super) async fn retrieve_model(
     State(sim): State<Arc<SimState>>,
     Path(model): Path<String>,
 ) -> Response {

@@ -17,23 +17,23 @@ use serde_json::json;
 
 use super::json_style::JsonStyle;
 
-pub const NDJSON: &str = "application/x-ndjson";
-pub const EVENT_STREAM: &str = "text/event-stream";
+pub(super) const NDJSON: &str = "application/x-ndjson";
+pub(super) const EVENT_STREAM: &str = "text/event-stream";
 
 /// An error answered before any body byte was written: the crate's one `ApiError`,
 /// written in Ollama's shapes (`native`, `openai`) rather than the admin API's.
-pub use crate::api_error::ApiError;
+pub(super) use crate::api_error::ApiError;
 
-pub fn model_required() -> ApiError {
+pub(super) fn model_required() -> ApiError {
     ApiError::bad_request("model is required")
 }
 
-pub fn model_not_found(requested: &str) -> ApiError {
+pub(super) fn model_not_found(requested: &str) -> ApiError {
     ApiError::not_found(format!("model '{requested}' not found"))
 }
 
 /// The bodies Ollama answers errors with; the admin API's `code` is not part of them.
-pub trait OllamaShape {
+pub(super) trait OllamaShape {
     /// Ollama's own shape: `{"error":"..."}`.
     fn native(self, style: JsonStyle) -> Response;
     /// The `/v1` shape.
@@ -62,7 +62,7 @@ impl OllamaShape for ApiError {
 
 /// Parses a request body the way Ollama's handlers do: any content type, an empty body
 /// is `missing request body`, and a decode error is a 400 carrying the parser's message.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("missing request body"));
     }
@@ -70,14 +70,14 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// One NDJSON line.
-pub fn ndjson_line(style: JsonStyle, value: &impl Serialize) -> Bytes {
+pub(super) fn ndjson_line(style: JsonStyle, value: &impl Serialize) -> Bytes {
     let mut line = style.line(value);
     line.push(b'\n');
     Bytes::from(line)
 }
 
 /// One server-sent event carrying JSON.
-pub fn sse_event(style: JsonStyle, value: &impl Serialize) -> Bytes {
+pub(super) fn sse_event(style: JsonStyle, value: &impl Serialize) -> Bytes {
     let json = style.line(value);
     let mut event = Vec::with_capacity(json.len() + 8);
     event.extend_from_slice(b"data: ");
@@ -88,14 +88,14 @@ pub fn sse_event(style: JsonStyle, value: &impl Serialize) -> Bytes {
 
 /// The error a body stream yields to make hyper abort the connection mid-body: no final
 /// chunk, no chunked terminator, just a closed socket.
-pub fn connection_killer() -> io::Error {
+pub(super) fn connection_killer() -> io::Error {
     io::Error::other("simulated backend death mid-stream")
 }
 
 /// Waits for the stream's first chunk (queue wait, model load, prompt eval all happen
 /// before it) and only then returns the response, so headers go out with the first
 /// chunk the way Ollama's do.
-pub async fn respond_on_first_chunk<S>(content_type: &'static str, chunks: S) -> Response
+pub(super) async fn respond_on_first_chunk<S>(content_type: &'static str, chunks: S) -> Response
 where
     S: Stream<Item = Result<Bytes, io::Error>> + Send + 'static,
 {
@@ -110,7 +110,7 @@ where
 /// A response that never completes: hyper aborts the connection when the body fails,
 /// so the client sees the connection close with no (or a cut-off) response, the way a
 /// box that dies while computing a single-object answer looks.
-pub fn dropped_connection() -> Response {
+pub(super) fn dropped_connection() -> Response {
     let chunks = stream::iter([Err::<Bytes, _>(connection_killer())]);
     (
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
@@ -120,15 +120,15 @@ pub fn dropped_connection() -> Response {
 }
 
 /// `created_at` as Ollama prints it (RFC 3339, nanoseconds, UTC).
-pub fn timestamp_now() -> String {
+pub(super) fn timestamp_now() -> String {
     humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
 }
 
-pub fn rfc3339(time: SystemTime) -> String {
+pub(super) fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_nanos(time).to_string()
 }
 
-pub fn unix_seconds(time: SystemTime) -> i64 {
+pub(super) fn unix_seconds(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs() as i64)
 }

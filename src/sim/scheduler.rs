@@ -14,13 +14,13 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
-pub use super::keep_alive::KeepAlive;
+pub(super) use super::keep_alive::KeepAlive;
 use super::slots::LoadedModel;
 use super::stats::Stats;
 use crate::model::ModelName;
 
 #[derive(Debug, Clone, Copy)]
-pub struct SchedulerConfig {
+pub(super) struct SchedulerConfig {
     /// Slots per resident model (`OLLAMA_NUM_PARALLEL`).
     pub parallel: usize,
     /// Resident models at most (`OLLAMA_MAX_LOADED_MODELS`).
@@ -28,7 +28,7 @@ pub struct SchedulerConfig {
     pub load_time: Duration,
 }
 
-pub struct Scheduler {
+pub(super) struct Scheduler {
     config: SchedulerConfig,
     stats: Arc<Stats>,
     residency: Mutex<Residency>,
@@ -58,7 +58,7 @@ struct Resident {
 
 /// A resident model as `/api/ps` reports it.
 #[derive(Debug, Clone)]
-pub struct ResidentModel {
+pub(super) struct ResidentModel {
     pub name: ModelName,
     pub expires_at: SystemTime,
 }
@@ -88,7 +88,7 @@ impl Residency {
 }
 
 /// Keeps a model resident (not idle) while held.
-pub struct ModelUse {
+pub(super) struct ModelUse {
     scheduler: Arc<Scheduler>,
     name: ModelName,
     loaded: Arc<LoadedModel>,
@@ -101,7 +101,7 @@ impl Drop for ModelUse {
 }
 
 /// One slot of a resident model, held for the length of a generation.
-pub struct SlotLease {
+pub(super) struct SlotLease {
     slot: usize,
     cached_prefix: usize,
     load_duration: Duration,
@@ -116,17 +116,17 @@ pub struct SlotLease {
 
 impl SlotLease {
     /// Prompt tokens this request skips thanks to the slot's cache.
-    pub fn cached_prefix(&self) -> usize {
+    pub(super) fn cached_prefix(&self) -> usize {
         self.cached_prefix
     }
 
     /// Time this request spent getting the model resident (zero if it already was).
-    pub fn load_duration(&self) -> Duration {
+    pub(super) fn load_duration(&self) -> Duration {
         self.load_duration
     }
 
     /// Records a token as now present in this slot's KV cache.
-    pub fn remember(&mut self, token: &str) {
+    pub(super) fn remember(&mut self, token: &str) {
         self.cache.push(token.to_string());
     }
 }
@@ -139,7 +139,7 @@ impl Drop for SlotLease {
 }
 
 impl Scheduler {
-    pub fn new(config: SchedulerConfig, stats: Arc<Stats>) -> Arc<Scheduler> {
+    pub(super) fn new(config: SchedulerConfig, stats: Arc<Stats>) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             config: SchedulerConfig {
                 parallel: config.parallel.max(1),
@@ -168,7 +168,7 @@ impl Scheduler {
 
     /// Makes a model resident at startup, without load time. Returns false when
     /// `max_loaded` models are already resident.
-    pub fn preload(&self, name: ModelName) -> bool {
+    pub(super) fn preload(&self, name: ModelName) -> bool {
         let mut residency = self.residency();
         if residency.models.contains_key(&name) {
             return true;
@@ -191,7 +191,7 @@ impl Scheduler {
     }
 
     /// Resident models, for `/api/ps`.
-    pub fn resident(&self) -> Vec<ResidentModel> {
+    pub(super) fn resident(&self) -> Vec<ResidentModel> {
         let mut residency = self.residency();
         self.unload_expired(&mut residency);
         let now = Instant::now();
@@ -217,7 +217,7 @@ impl Scheduler {
     }
 
     /// Unloads a model as soon as it is idle (`keep_alive: 0` with an empty prompt).
-    pub fn expire(&self, name: &ModelName) {
+    pub(super) fn expire(&self, name: &ModelName) {
         let mut residency = self.residency();
         if let Some(resident) = residency.models.get_mut(name) {
             resident.keep_alive = KeepAlive::For(Duration::ZERO);
@@ -230,7 +230,7 @@ impl Scheduler {
 
     /// Waits for a free slot of `name` (loading the model first if needed) and claims
     /// the one whose cache shares the longest prefix with `prompt`.
-    pub async fn acquire(
+    pub(super) async fn acquire(
         self: &Arc<Self>,
         name: &ModelName,
         prompt: &[String],
@@ -254,7 +254,7 @@ impl Scheduler {
 
     /// Makes `name` resident and keeps it so while the returned guard lives. The
     /// duration is what this request spent waiting for the load.
-    pub async fn pin(
+    pub(super) async fn pin(
         self: &Arc<Self>,
         name: &ModelName,
         keep_alive: Option<KeepAlive>,

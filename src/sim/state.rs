@@ -15,7 +15,7 @@ use crate::model::ModelName;
 
 /// The knobs route handlers read per request.
 #[derive(Debug, Clone)]
-pub struct SimConfig {
+pub(super) struct SimConfig {
     pub name: String,
     pub version: String,
     pub tokens_per_sec: f64,
@@ -24,7 +24,7 @@ pub struct SimConfig {
     pub json_style: JsonStyle,
 }
 
-pub struct SimState {
+pub(super) struct SimState {
     pub config: SimConfig,
     pub catalog: Catalog,
     pub scheduler: Arc<Scheduler>,
@@ -45,7 +45,7 @@ fn parse_names(raw: &[String], flag: &str) -> anyhow::Result<Vec<ModelName>> {
 }
 
 impl SimState {
-    pub fn new(args: &SimArgs, name: String) -> anyhow::Result<Arc<SimState>> {
+    pub(super) fn new(args: &SimArgs, name: String) -> anyhow::Result<Arc<SimState>> {
         for (flag, rate) in [
             ("tokens-per-sec", args.tokens_per_sec),
             ("prefill-tokens-per-sec", args.prefill_tokens_per_sec),
@@ -97,7 +97,7 @@ impl SimState {
     }
 
     /// A process-unique number for OpenAI response ids.
-    pub fn next_id(&self) -> u64 {
+    pub(super) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 }

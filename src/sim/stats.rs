@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::state::SimState;
 
 #[derive(Default)]
-pub struct Stats {
+pub(super) struct Stats {
     requests: AtomicU64,
     active: AtomicU64,
     completed: AtomicU64,
@@ -66,7 +66,7 @@ fn bump(counter: &AtomicU64, by: u64) {
 }
 
 impl Stats {
-    pub fn snapshot(&self) -> StatsSnapshot {
+    pub(super) fn snapshot(&self) -> StatsSnapshot {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         StatsSnapshot {
             requests: read(&self.requests),
@@ -94,40 +94,40 @@ impl Stats {
         self.by_model.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn record_host(&self, host: &str) {
+    pub(super) fn record_host(&self, host: &str) {
         *self
             .last_host
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(host.to_string());
     }
 
-    pub fn record_authorization(&self) {
+    pub(super) fn record_authorization(&self) {
         bump(&self.with_authorization, 1);
     }
 
-    pub fn record_load(&self) {
+    pub(super) fn record_load(&self) {
         bump(&self.loads, 1);
     }
 
-    pub fn record_eviction(&self) {
+    pub(super) fn record_eviction(&self) {
         bump(&self.evictions, 1);
     }
 
-    pub fn record_unloads(&self, count: usize) {
+    pub(super) fn record_unloads(&self, count: usize) {
         bump(&self.unloads, count as u64);
     }
 
-    pub fn record_prompt(&self, cached: usize, evaluated: usize) {
+    pub(super) fn record_prompt(&self, cached: usize, evaluated: usize) {
         bump(&self.prompt_tokens_cached, cached as u64);
         bump(&self.prompt_tokens_evaluated, evaluated as u64);
     }
 
-    pub fn record_generated_token(&self) {
+    pub(super) fn record_generated_token(&self) {
         bump(&self.tokens_generated, 1);
     }
 
     /// Starts tracking one model request; see [`RequestTracker`].
-    pub fn track(self: &Arc<Self>) -> RequestTracker {
+    pub(super) fn track(self: &Arc<Self>) -> RequestTracker {
         bump(&self.requests, 1);
         bump(&self.active, 1);
         RequestTracker(Arc::new(TrackedRequest {
@@ -148,7 +148,7 @@ const CANCELLED: u8 = 3;
 /// outcome (the handler future or the body stream went away because the client hung
 /// up) counts as cancelled.
 #[derive(Clone)]
-pub struct RequestTracker(Arc<TrackedRequest>);
+pub(super) struct RequestTracker(Arc<TrackedRequest>);
 
 struct TrackedRequest {
     stats: Arc<Stats>,
@@ -157,7 +157,7 @@ struct TrackedRequest {
 }
 
 impl RequestTracker {
-    pub fn set_model(&self, model: &str) {
+    pub(super) fn set_model(&self, model: &str) {
         let inner = &self.0;
         *inner.model.lock().unwrap_or_else(PoisonError::into_inner) = Some(model.to_string());
         inner
@@ -168,11 +168,11 @@ impl RequestTracker {
             .requests += 1;
     }
 
-    pub fn complete(&self) {
+    pub(super) fn complete(&self) {
         self.0.settle(COMPLETED);
     }
 
-    pub fn fail(&self) {
+    pub(super) fn fail(&self) {
         self.0.settle(FAILED);
     }
 }
@@ -219,7 +219,7 @@ impl Drop for TrackedRequest {
     }
 }
 
-pub async fn report(State(sim): State<Arc<SimState>>) -> Response {
+pub(super) async fn report(State(sim): State<Arc<SimState>>) -> Response {
     sim.config.json_style.ok(&sim.stats.snapshot())
 }
 

@@ -3,8 +3,6 @@
 //! and (in `listeners`) the sockets, bound before Pingora starts so that a taken port is
 //! an error at start-up instead of a retry loop behind a ready `/readyz`.
 
-#![warn(unreachable_pub)]
-
 pub mod listeners;
 
 use std::net::SocketAddr;

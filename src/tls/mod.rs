@@ -3,8 +3,6 @@
 //! runs on the TLS port (`listener`). Outbound: what `https://` backends are trusted
 //! with, shared by Pingora's connector and corral's own HTTP clients (`backend`).
 
-#![warn(unreachable_pub)]
-
 mod backend;
 mod cert;
 mod listener;

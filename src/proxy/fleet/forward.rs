@@ -17,15 +17,15 @@ use crate::config::TimeoutConfig;
 
 /// A whole answer (delete, copy, a pull with `"stream": false`) is one small JSON
 /// object or nothing; a few MiB is far beyond any real one.
-pub const MAX_WHOLE_ANSWER: usize = 4 * 1024 * 1024;
+pub(super) const MAX_WHOLE_ANSWER: usize = 4 * 1024 * 1024;
 /// One line of pull progress is a few hundred bytes.
-pub const MAX_PROGRESS_LINE: usize = 64 * 1024;
+pub(super) const MAX_PROGRESS_LINE: usize = 64 * 1024;
 /// An error answer is read only for its `"error"` message.
 const MAX_ERROR_ANSWER: usize = 64 * 1024;
 
 /// How a box's answer is read.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(super) struct Limits {
     /// Until the response header: connect plus `timeouts.first_byte`. The client is
     /// shared, so the connect phase cannot get its own reloadable deadline.
     pub header: Duration,
@@ -38,7 +38,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(timeouts: &TimeoutConfig, streamed: bool) -> Limits {
+    pub(super) fn new(timeouts: &TimeoutConfig, streamed: bool) -> Limits {
         Limits {
             header: timeouts.connect + timeouts.first_byte,
             idle: timeouts.idle,
@@ -54,7 +54,7 @@ impl Limits {
 
 /// Why a box's part failed; the client reads this as `backend 'NAME': <this>`.
 #[derive(Debug, thiserror::Error)]
-pub enum BoxFailure {
+pub(super) enum BoxFailure {
     #[error("no answer within {}", humantime::format_duration(*.0))]
     NoAnswer(Duration),
     #[error("{0}")]
@@ -75,17 +75,17 @@ pub enum BoxFailure {
 }
 
 /// What a box's task reports, tagged with the box's name.
-pub enum Event {
+pub(super) enum Event {
     /// One line of its answer, as it arrived (only when streaming).
     Line(Value),
     /// Its verdict: the last line it answered (if any), or why it failed.
     Done(Result<Option<Value>, BoxFailure>),
 }
 
-pub type Events = mpsc::Sender<(Arc<str>, Event)>;
+pub(super) type Events = mpsc::Sender<(Arc<str>, Event)>;
 
 /// Where a box's lines and verdict go.
-pub struct Reporter {
+pub(super) struct Reporter {
     pub name: Arc<str>,
     /// Forward each line as it arrives rather than only the verdict.
     pub stream: bool,
@@ -96,7 +96,7 @@ pub struct Reporter {
 
 impl Reporter {
     /// Runs `request` and reports; a closed channel (the client left) ends it early.
-    pub async fn run(self, request: reqwest::RequestBuilder, limits: Limits) {
+    pub(super) async fn run(self, request: reqwest::RequestBuilder, limits: Limits) {
         let mut last = None;
         let verdict = self.answer(request, limits, &mut last).await;
         self.refresh.run().await;

@@ -7,9 +7,9 @@ use crate::bounded_body::Size;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("answered a line longer than {0}")]
-pub struct LineTooLong(pub Size);
+pub(super) struct LineTooLong(pub Size);
 
-pub struct Lines {
+pub(super) struct Lines {
     buf: BytesMut,
     /// Bytes of `buf` already searched for a newline: a line arriving in many chunks is
     /// not searched again from its start each time.
@@ -18,7 +18,7 @@ pub struct Lines {
 }
 
 impl Lines {
-    pub fn new(max_line: usize) -> Lines {
+    pub(super) fn new(max_line: usize) -> Lines {
         Lines {
             buf: BytesMut::new(),
             scanned: 0,
@@ -26,12 +26,12 @@ impl Lines {
         }
     }
 
-    pub fn push(&mut self, chunk: &[u8]) {
+    pub(super) fn push(&mut self, chunk: &[u8]) {
         self.buf.extend_from_slice(chunk);
     }
 
     /// The next complete line (without its newline), `None` until one is complete.
-    pub fn next_line(&mut self) -> Result<Option<Bytes>, LineTooLong> {
+    pub(super) fn next_line(&mut self) -> Result<Option<Bytes>, LineTooLong> {
         match self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
             Some(at) => {
                 let end = self.scanned + at;
@@ -54,7 +54,7 @@ impl Lines {
     }
 
     /// What is left once the answer has ended: a last line without a newline.
-    pub fn finish(self) -> Bytes {
+    pub(super) fn finish(self) -> Bytes {
         self.buf.freeze()
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::pool::Backend;
 
 /// One box to re-probe, with the probe deadline in force when the operation began.
-pub struct Refresh {
+pub(super) struct Refresh {
     pub client: reqwest::Client,
     pub backend: Arc<Backend>,
     pub timeout: Duration,
@@ -18,7 +18,7 @@ pub struct Refresh {
 impl Refresh {
     /// Probes the box and applies its inventory. A failed probe changes nothing here:
     /// the health checker's own rounds judge the box's health.
-    pub async fn run(&self) {
+    pub(super) async fn run(&self) {
         let state = &self.backend.state;
         // Taken before the probe is sent, so loads corral starts meanwhile are kept.
         let sent = crate::pool::now_ms();

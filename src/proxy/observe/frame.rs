@@ -14,7 +14,7 @@ use super::openai::{Choices, UsageProbe};
 /// What one frame says. Ollama's final chunk carries `done: true` and the counts;
 /// OpenAI's carries a `finish_reason` and, when asked or not streamed, `usage`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Frame {
+pub(super) struct Frame {
     /// Generated text, thinking or a tool call, in Ollama's or OpenAI's shape.
     pub content: bool,
     /// `done: true`.
@@ -33,14 +33,14 @@ pub struct Frame {
 
 /// OpenAI's token counts.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
+pub(super) struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
 }
 
 /// How a frame's content fields are read: [`Presence`] looks at them, [`IgnoredAny`]
 /// skips them unread once the first content has been seen.
-pub trait ContentProbe: de::DeserializeOwned {
+pub(super) trait ContentProbe: de::DeserializeOwned {
     /// Content is not looked at: messages and deltas are skipped whole.
     const SKIPS: bool = false;
     fn found(&self) -> bool;
@@ -55,7 +55,7 @@ impl ContentProbe for IgnoredAny {
 }
 
 /// A frame read with content probe `C`.
-pub struct Probed<C>(pub Frame, PhantomData<C>);
+pub(super) struct Probed<C>(pub Frame, PhantomData<C>);
 
 impl<'de, C: ContentProbe> Deserialize<'de> for Probed<C> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -155,7 +155,7 @@ impl<'de, C: ContentProbe> Visitor<'de> for FrameVisitor<C> {
 }
 
 /// A chat message or an OpenAI delta: content, thinking/reasoning or tool calls.
-pub struct MessageProbe<C> {
+pub(super) struct MessageProbe<C> {
     pub found: bool,
     probe: PhantomData<C>,
 }

@@ -7,12 +7,12 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 
 use super::frame::ContentProbe;
 
-pub fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+pub(super) fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
     while seq.next_element::<IgnoredAny>()?.is_some() {}
     Ok(())
 }
 
-pub fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+pub(super) fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
     while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
     Ok(())
 }
@@ -51,7 +51,7 @@ macro_rules! lenient_otherwise {
 pub(super) use lenient_otherwise;
 
 /// `true` only for the JSON literal `true`.
-pub struct Flag(pub bool);
+pub(super) struct Flag(pub bool);
 
 impl<'de> Deserialize<'de> for Flag {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -71,7 +71,7 @@ impl<'de> Deserialize<'de> for Flag {
 }
 
 /// A non-negative count or duration; anything else reads as 0.
-pub struct Count(pub u64);
+pub(super) struct Count(pub u64);
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -99,7 +99,7 @@ impl<'de> Deserialize<'de> for Count {
 
 /// Whether a value says something: a non-empty string or array, any object, number or
 /// boolean; `null` and `""` and `[]` say nothing.
-pub struct Presence(pub bool);
+pub(super) struct Presence(pub bool);
 
 impl ContentProbe for Presence {
     fn found(&self) -> bool {
@@ -133,7 +133,7 @@ impl<'de> Deserialize<'de> for Presence {
 }
 
 /// A non-empty string: the choice is finished (`stop`, `length`, `tool_calls`, ...).
-pub struct FinishReason(pub bool);
+pub(super) struct FinishReason(pub bool);
 
 impl<'de> Deserialize<'de> for FinishReason {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -10,7 +10,7 @@ use super::frame::{ContentProbe, MessageProbe, Usage};
 use super::lenient::{lenient_otherwise, Count, FinishReason};
 
 /// OpenAI's `choices`, folded without collecting: any content, any finish.
-pub struct Choices<C> {
+pub(super) struct Choices<C> {
     pub content: bool,
     pub finished: bool,
     probe: PhantomData<C>,
@@ -99,7 +99,7 @@ impl<'de> Deserialize<'de> for ChoiceKey {
 }
 
 /// `usage` as an object of counts; `null` or anything else is no usage.
-pub struct UsageProbe(pub Option<Usage>);
+pub(super) struct UsageProbe(pub Option<Usage>);
 
 impl<'de> Deserialize<'de> for UsageProbe {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -29,7 +29,7 @@ const fn stops(bytes: &[u8]) -> [bool; 256] {
 
 /// What a push of bytes did to the pending object.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Progress {
+pub(super) enum Progress {
     /// Every byte was taken; the object is not finished.
     NeedMore,
     /// The object ended after this many bytes of the push.
@@ -50,7 +50,7 @@ enum Omit {
 }
 
 #[derive(Debug)]
-pub struct PendingObject {
+pub(super) struct PendingObject {
     buf: Vec<u8>,
     cap: usize,
     active: bool,
@@ -69,7 +69,7 @@ pub struct PendingObject {
 }
 
 impl PendingObject {
-    pub fn new(cap: usize) -> PendingObject {
+    pub(super) fn new(cap: usize) -> PendingObject {
         PendingObject {
             buf: Vec::new(),
             cap,
@@ -85,17 +85,17 @@ impl PendingObject {
         }
     }
 
-    pub fn is_active(&self) -> bool {
+    pub(super) fn is_active(&self) -> bool {
         self.active
     }
 
     /// Bytes of the current object seen so far.
-    pub fn seen(&self) -> usize {
+    pub(super) fn seen(&self) -> usize {
         self.seen
     }
 
     /// Begins an object; `bytes` must start with its `{`.
-    pub fn start(&mut self, bytes: &[u8]) -> Progress {
+    pub(super) fn start(&mut self, bytes: &[u8]) -> Progress {
         debug_assert_eq!(bytes.first(), Some(&b'{'));
         self.buf.clear();
         self.active = true;
@@ -111,24 +111,24 @@ impl PendingObject {
 
     /// The finished object's (possibly shortened) bytes, or `None` when it outgrew the
     /// cap. Ends the object either way; hand the buffer back with [`Self::recycle`].
-    pub fn take(&mut self) -> Option<Vec<u8>> {
+    pub(super) fn take(&mut self) -> Option<Vec<u8>> {
         self.active = false;
         (!self.dropped).then(|| std::mem::take(&mut self.buf))
     }
 
     /// Returns a buffer from [`Self::take`], keeping its allocation for the next object.
-    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+    pub(super) fn recycle(&mut self, mut buf: Vec<u8>) {
         buf.clear();
         self.buf = buf;
     }
 
     /// Gives up on the current object (end of body, or broken).
-    pub fn abandon(&mut self) {
+    pub(super) fn abandon(&mut self) {
         self.active = false;
         self.buf.clear();
     }
 
-    pub fn push(&mut self, bytes: &[u8]) -> Progress {
+    pub(super) fn push(&mut self, bytes: &[u8]) -> Progress {
         self.push_verbatim(bytes)
             .unwrap_or_else(|| self.push_shortening(bytes))
     }

@@ -17,13 +17,13 @@ use serde_json::Value;
 
 use super::{SimArgs, SimServer};
 
-pub struct TestSim {
+pub(super) struct TestSim {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
 }
 
 /// Args for a simulator that answers in milliseconds: 5 tokens per reply.
-pub fn fast_args() -> SimArgs {
+pub(super) fn fast_args() -> SimArgs {
     SimArgs {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         load_time: Duration::from_millis(20),
@@ -34,7 +34,7 @@ pub fn fast_args() -> SimArgs {
     }
 }
 
-pub async fn start(args: SimArgs) -> TestSim {
+pub(super) async fn start(args: SimArgs) -> TestSim {
     let server = SimServer::bind(args).await.expect("simulator binds");
     let addr = server.local_addr();
     tokio::spawn(server.serve());
@@ -45,11 +45,11 @@ pub async fn start(args: SimArgs) -> TestSim {
 }
 
 impl TestSim {
-    pub fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+    pub(super) async fn post(&self, path: &str, body: Value) -> reqwest::Response {
         self.http
             .post(self.url(path))
             .json(&body)
@@ -58,7 +58,7 @@ impl TestSim {
             .expect("request sent")
     }
 
-    pub async fn get_json(&self, path: &str) -> Value {
+    pub(super) async fn get_json(&self, path: &str) -> Value {
         self.http
             .get(self.url(path))
             .send()
@@ -69,11 +69,11 @@ impl TestSim {
             .expect("JSON body")
     }
 
-    pub async fn stats(&self) -> Value {
+    pub(super) async fn stats(&self) -> Value {
         self.get_json("/sim/stats").await
     }
 
-    pub async fn set_fault(&self, mode: &str) {
+    pub(super) async fn set_fault(&self, mode: &str) {
         let response = self
             .post("/sim/fault", serde_json::json!({ "mode": mode }))
             .await;
@@ -82,7 +82,7 @@ impl TestSim {
 
     /// Polls `/sim/stats` until `done` holds (the server notices a disconnect a moment
     /// after the client drops it); panics with the last snapshot after 5 s.
-    pub async fn wait_for_stats(&self, done: impl Fn(&Value) -> bool) -> Value {
+    pub(super) async fn wait_for_stats(&self, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             let stats = self.stats().await;
@@ -98,13 +98,13 @@ impl TestSim {
     }
 }
 
-pub fn ndjson(text: &str) -> Vec<Value> {
+pub(super) fn ndjson(text: &str) -> Vec<Value> {
     text.lines()
         .map(|line| serde_json::from_str(line).expect("each line is JSON"))
         .collect()
 }
 
-pub const METRICS: [&str; 6] = [
+pub(super) const METRICS: [&str; 6] = [
     "total_duration",
     "load_duration",
     "prompt_eval_count",

@@ -11,7 +11,7 @@ use super::{FinalStats, StreamObserver};
 /// What a whole body taught the observer, and at which byte the first content was
 /// known (one past the byte whose read completed it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub(super) struct Outcome {
     saw_content: bool,
     saw_done: bool,
     saw_error: bool,
@@ -22,7 +22,7 @@ pub struct Outcome {
 }
 
 /// Feeds `body` cut at `cuts` (byte offsets, any order, duplicates allowed).
-pub fn observe_cut(body: &[u8], cuts: &[usize]) -> Outcome {
+pub(super) fn observe_cut(body: &[u8], cuts: &[usize]) -> Outcome {
     let mut points: Vec<usize> = cuts.iter().map(|&c| c.min(body.len())).collect();
     points.push(0);
     points.push(body.len());
@@ -48,12 +48,12 @@ pub fn observe_cut(body: &[u8], cuts: &[usize]) -> Outcome {
     }
 }
 
-pub fn observe(body: &[u8]) -> Outcome {
+pub(super) fn observe(body: &[u8]) -> Outcome {
     observe_cut(body, &[])
 }
 
 /// One byte per read: the first-content position is exact.
-pub fn observe_bytewise(body: &[u8]) -> Outcome {
+pub(super) fn observe_bytewise(body: &[u8]) -> Outcome {
     let cuts: Vec<usize> = (1..body.len()).collect();
     observe_cut(body, &cuts)
 }

@@ -3,14 +3,14 @@
 
 use serde_json::Value;
 
-pub struct Speller {
+pub(super) struct Speller {
     state: u64,
     /// Whether whitespace may include line breaks (not inside an NDJSON line).
     newlines: bool,
 }
 
 impl Speller {
-    pub fn new(seed: u64, newlines: bool) -> Speller {
+    pub(super) fn new(seed: u64, newlines: bool) -> Speller {
         Speller {
             state: seed | 1,
             newlines,
@@ -18,18 +18,18 @@ impl Speller {
     }
 
     /// xorshift64*: plenty for choosing spellings.
-    pub fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.state ^= self.state >> 12;
         self.state ^= self.state << 25;
         self.state ^= self.state >> 27;
         self.state.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    pub fn one_in(&mut self, n: u64) -> bool {
+    pub(super) fn one_in(&mut self, n: u64) -> bool {
         self.next().is_multiple_of(n)
     }
 
-    pub fn spell(&mut self, value: &Value) -> String {
+    pub(super) fn spell(&mut self, value: &Value) -> String {
         let mut out = String::new();
         self.space(&mut out);
         self.value(value, &mut out);
