@@ -19,10 +19,10 @@ mod frontends;
 mod goals;
 #[path = "routing/placement.rs"]
 mod placement;
-#[path = "common/process.rs"]
-mod process;
 #[path = "routing/player.rs"]
 mod player;
+#[path = "common/process.rs"]
+mod process;
 #[path = "routing/report.rs"]
 mod report;
 #[path = "routing/scenarios.rs"]
