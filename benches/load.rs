@@ -49,9 +49,8 @@ use tools::{Tools, Versions};
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
-/// The streaming backend's shape: 20 chunks/s, 40 token chunks per stream.
+/// Token chunks per stream, then the final chunk.
 const CHUNKS_PER_STREAM: u32 = 40;
-const CHUNK_INTERVAL: Duration = Duration::from_millis(50);
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -91,7 +90,7 @@ struct JsonReport<'a> {
     streams: usize,
     stream_secs: f64,
     chunks_per_stream: u32,
-    chunk_interval_ms: u128,
+    chunk_rate: usize,
     workers: usize,
     fd_limit: u64,
     versions: &'a Versions,
@@ -205,7 +204,7 @@ async fn run(
         }
     };
     let streamer = if options.streaming {
-        match backends::start_stream_server(CHUNKS_PER_STREAM, CHUNK_INTERVAL) {
+        match backends::start_stream_server(CHUNKS_PER_STREAM, chunk_interval(&options)) {
             Ok(b) => Some(b),
             Err(e) => {
                 eprintln!("load: the stream backend did not start: {e}");
@@ -276,12 +275,17 @@ async fn run(
     }
     if streamer.is_some() {
         println!(
-            "Streaming: {CHUNKS_PER_STREAM} chunks per stream at {} chunks/s, {} s measured.",
-            1000 / CHUNK_INTERVAL.as_millis().max(1),
+            "Streaming: {CHUNKS_PER_STREAM} chunks per stream at {} chunks/s ({} chunks/s \
+             offered in all), {} s measured.",
+            options.chunk_rate,
+            options.chunk_rate * options.streams,
             options.stream_duration.as_secs()
         );
         println!();
-        println!("{}", report::streams_markdown(&summaries));
+        println!(
+            "{}",
+            report::streams_markdown(&summaries, options.chunk_rate * options.streams)
+        );
     }
     println!("Goals (issue 11), corral default against bare Pingora:");
     println!();
@@ -302,7 +306,7 @@ async fn run(
         streams: options.streams,
         stream_secs: options.stream_duration.as_secs_f64(),
         chunks_per_stream: CHUNKS_PER_STREAM,
-        chunk_interval_ms: CHUNK_INTERVAL.as_millis(),
+        chunk_rate: options.chunk_rate,
         workers: systems::WORKERS,
         fd_limit,
         versions,
@@ -330,6 +334,10 @@ async fn run(
     let broken =
         requests.iter().any(|r| r.error.is_some()) || streaming.iter().any(|r| r.error.is_some());
     i32::from(broken)
+}
+
+fn chunk_interval(options: &Options) -> Duration {
+    Duration::from_secs_f64(1.0 / options.chunk_rate as f64)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -434,7 +442,7 @@ async fn streams_run(
     };
     let plan = StreamPlan {
         streams: options.streams,
-        lifetime: CHUNK_INTERVAL * CHUNKS_PER_STREAM,
+        lifetime: chunk_interval(options) * CHUNKS_PER_STREAM,
         measure: options.stream_duration,
     };
     match stream_client::run(running.addr, &plan, running.pid()).await {

@@ -109,7 +109,7 @@ pub fn start_stream_server(chunks: u32, interval: Duration) -> Result<Backend, S
     let mut child = Command::new(&exe)
         .arg("stream-backend")
         .args(["--chunks", &chunks.to_string()])
-        .args(["--interval-ms", &interval.as_millis().to_string()])
+        .args(["--interval-us", &interval.as_micros().to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::systems::System;
 
 pub const USAGE: &str = "cargo bench --bench load -- [--quick] [--only ID,ID] \
-    [--conns N,N] [--secs S] [--streams N] [--stream-secs S] [--rounds N] \
+    [--conns N,N] [--secs S] [--streams N] [--stream-secs S] [--chunk-rate N] [--rounds N] \
     [--skip requests|streams]";
 
 pub struct Options {
@@ -21,6 +21,8 @@ pub struct Options {
     pub streams: usize,
     /// Measured time of the streaming part, after every stream has started.
     pub stream_duration: Duration,
+    /// Chunks per second of each stream.
+    pub chunk_rate: usize,
     pub rounds: usize,
     pub requests: bool,
     pub streaming: bool,
@@ -39,6 +41,7 @@ impl Options {
                 warmup: Duration::from_secs(1),
                 streams: 500,
                 stream_duration: Duration::from_secs(4),
+                chunk_rate: 10,
                 rounds: 1,
                 requests: true,
                 streaming: true,
@@ -52,6 +55,7 @@ impl Options {
                 warmup: Duration::from_secs(2),
                 streams: 2000,
                 stream_duration: Duration::from_secs(15),
+                chunk_rate: 10,
                 rounds: 3,
                 requests: true,
                 streaming: true,
@@ -93,6 +97,7 @@ impl Options {
                         Duration::from_secs(positive(arg, &value(arg)?)? as u64)
                 }
                 "--streams" => options.streams = positive(arg, &value(arg)?)?,
+                "--chunk-rate" => options.chunk_rate = positive(arg, &value(arg)?)?.min(1000),
                 "--rounds" => options.rounds = positive(arg, &value(arg)?)?,
                 "--skip" => match value(arg)?.as_str() {
                     "requests" => options.requests = false,

@@ -66,6 +66,7 @@ pub struct LevelSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamSummary {
     pub streams: usize,
+    pub chunks_per_s: f64,
     pub chunk_p50_ms: f64,
     pub chunk_p99_ms: f64,
     pub chunk_p999_ms: f64,
@@ -135,6 +136,7 @@ pub fn summarize(
                 .collect();
             let stream_summary = (!stream_runs.is_empty()).then(|| StreamSummary {
                 streams: stream_runs[0].streams,
+                chunks_per_s: median_of(&stream_runs, |r| Some(r.chunks_per_s)).unwrap_or(f64::NAN),
                 chunk_p50_ms: median_of(&stream_runs, |r| Some(r.chunk_p50_ms)).unwrap_or(f64::NAN),
                 chunk_p99_ms: median_of(&stream_runs, |r| Some(r.chunk_p99_ms)).unwrap_or(f64::NAN),
                 chunk_p999_ms: median_of(&stream_runs, |r| Some(r.chunk_p999_ms))
@@ -268,13 +270,19 @@ pub fn requests_markdown(summaries: &[Summary], conns: &[usize]) -> String {
     out
 }
 
-pub fn streams_markdown(summaries: &[Summary]) -> String {
+pub fn streams_markdown(summaries: &[Summary], offered_per_s: usize) -> String {
     let n = summaries
         .iter()
         .find_map(|s| s.streams.as_ref().map(|st| st.streams))
         .unwrap_or(0);
     let mut out = header(summaries, &format!("{n} NDJSON streams"));
     let st = |s: &Summary| s.streams.clone();
+    out += &row(
+        &format!("chunks/s received (offered {offered_per_s})"),
+        summaries
+            .iter()
+            .map(|s| st(s).map_or("—".into(), |t| format!("{:.0}", t.chunks_per_s))),
+    );
     out += &row(
         "chunk delay p50 / p99 / p99.9 ms",
         summaries.iter().map(|s| {

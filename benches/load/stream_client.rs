@@ -30,6 +30,9 @@ pub struct StreamResult {
     pub open_at_end: i64,
     /// Chunks received inside the window.
     pub chunks: u64,
+    /// `chunks` per second of the window: below streams × rate, the harness or the
+    /// machine is saturated and the delays say little about the proxy.
+    pub chunks_per_s: f64,
     pub failed_streams: u64,
     pub chunk_p50_ms: f64,
     pub chunk_p99_ms: f64,
@@ -122,6 +125,7 @@ pub async fn run(
         streams: plan.streams,
         open_at_end,
         chunks,
+        chunks_per_s: chunks as f64 / plan.measure.as_secs_f64(),
         failed_streams: failed,
         chunk_p50_ms: percentile_ms(&delays, 50.0),
         chunk_p99_ms: percentile_ms(&delays, 99.0),

@@ -4,7 +4,7 @@
 //! wall clock is the clock they share), then a final `done:true` chunk with eval
 //! counts. Also answers the probe endpoints and `"stream":false` (readiness checks).
 //!
-//! Runs as `<bench binary> stream-backend --chunks N --interval-ms M`, prints
+//! Runs as `<bench binary> stream-backend --chunks N --interval-us U`, prints
 //! `stream backend listening on ADDR`, and dies with its parent.
 
 use std::convert::Infallible;
@@ -40,7 +40,7 @@ pub fn main(args: &[String]) -> i32 {
         let value = args.next().and_then(|v| v.parse::<u64>().ok());
         match (arg.as_str(), value) {
             ("--chunks", Some(n)) if n > 0 => shape.chunks = n.min(100_000) as u32,
-            ("--interval-ms", Some(ms)) => shape.interval = Duration::from_millis(ms),
+            ("--interval-us", Some(us)) if us > 0 => shape.interval = Duration::from_micros(us),
             _ => {
                 eprintln!("stream-backend: bad argument {arg:?}");
                 return 2;

@@ -167,12 +167,15 @@ pub async fn start(
     client: &reqwest::Client,
 ) -> Result<Running, String> {
     if system == System::Direct {
-        return Ok(Running {
+        let mut direct = Running {
             addr: backend,
             proc: None,
             stop_signal: libc::SIGTERM,
             _dir: None,
-        });
+        };
+        // The backend's own readiness: the first run may come right after its start.
+        wait_ready(&mut direct, client).await?;
+        return Ok(direct);
     }
     let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let port = free_port()?;
