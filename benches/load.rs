@@ -4,13 +4,13 @@
 //! direct (no proxy). Systems are interleaved within each round; the tables give the
 //! medians of the rounds. Non-streaming: wrk, one thread, `POST /api/chat` at 16, 64
 //! and 256 connections — rps, p50/p99/p99.9, CPU seconds per 10k requests, peak RSS.
-//! Streaming: 2,000 concurrent NDJSON streams at 20 chunks/s — per-chunk delay, added
+//! Streaming: 2,000 concurrent NDJSON streams at 10 chunks/s each — per-chunk delay, added
 //! p99 over direct, CPU per 100k chunks, RSS. Writes `target/bench-results/load.json`.
 //!
 //! `make bench-load` (`QUICK=1` for the smoke run), or
 //! `cargo build --release --example bare_pingora && cargo bench --bench load --
 //! [--quick] [--only ID,ID] [--conns N,N] [--secs S] [--streams N] [--stream-secs S]
-//! [--rounds N] [--skip requests|streams]`.
+//! [--chunk-rate N] [--rounds N] [--skip requests|streams]`.
 
 #[path = "load/backends.rs"]
 mod backends;
