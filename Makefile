@@ -3,7 +3,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: deps build demo test lint unit bench-routing pyclients install uninstall
+.PHONY: deps build demo test lint unit bench-routing bench-load pyclients install uninstall
 
 # pingora's zlib-ng build script needs cmake.
 deps:
@@ -84,3 +84,27 @@ install:
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/corral $(DESTDIR)$(UNITDIR)/corral.service
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/corral
+
+# Requests and streamed chunks through corral next to bare Pingora (examples/
+# bare_pingora.rs), nginx and HAProxy, all with two workers in front of one fast backend
+# (about 25 minutes on 2 cores); prints markdown tables, writes
+# target/bench-results/load.json. QUICK=1 for a smoke run under three minutes; ARGS
+# passes flags on, e.g. ARGS="--only corral,bare --conns 64". wrk, nginx (the backend and
+# a baseline) and HAProxy are installed from Debian if missing.
+bench-load: deps
+	@have() { command -v $$1 >/dev/null 2>&1 || [ -x /usr/sbin/$$1 ]; }; \
+	if ! have wrk || ! have nginx || ! have haproxy; then \
+		$(SUDO) apt-get update -qq; \
+		pkgs=""; \
+		have wrk || pkgs="$$pkgs wrk"; \
+		have haproxy || pkgs="$$pkgs haproxy"; \
+		if ! have nginx; then \
+			nginx=nginx-light; \
+			apt-cache policy nginx-light 2>/dev/null | grep -q 'Candidate: [0-9]' || nginx=nginx; \
+			pkgs="$$pkgs $$nginx"; \
+		fi; \
+		echo "installing$$pkgs (the load benchmark's tools)"; \
+		$(SUDO) apt-get install -y -qq $$pkgs; \
+	fi
+	$(CARGO) build --release --example bare_pingora
+	$(CARGO) bench --bench load -- $(if $(filter-out 0,$(QUICK)),--quick) $(ARGS)

@@ -21,6 +21,8 @@ mod goals;
 mod placement;
 #[path = "routing/player.rs"]
 mod player;
+#[path = "common/process.rs"]
+mod process;
 #[path = "routing/report.rs"]
 mod report;
 #[path = "routing/scenarios.rs"]
@@ -107,7 +109,7 @@ fn select_scenarios(options: &Options) -> Vec<Scenario> {
 
 async fn bench(options: Options) -> i32 {
     let started = Instant::now();
-    let nginx = frontends::find_nginx();
+    let nginx = process::find_program("nginx", "NGINX");
     if nginx.is_none() {
         eprintln!(
             "routing_quality: nginx not found ($NGINX, PATH, /usr/sbin/nginx): the nginx rows \
@@ -153,7 +155,7 @@ async fn bench(options: Options) -> i32 {
         total_wall_s,
         scenarios: &reports,
     };
-    let path = results_dir().join("routing_quality.json");
+    let path = process::results_dir().join("routing_quality.json");
     match report::write_json(&path, &json) {
         Ok(()) => println!(
             "Raw numbers: {} (total {total_wall_s:.0} s)",
@@ -344,18 +346,4 @@ async fn try_measure(spec: &FrontEndSpec, ctx: &Context<'_>) -> Result<FrontEndR
         boxes,
         note,
     ))
-}
-
-/// `target/bench-results`, wherever the target directory is: the bench binary lives in
-/// `<target>/<profile>/deps/`.
-fn results_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let exe = std::env::current_exe().ok()?;
-            let deps = exe.parent()?;
-            (deps.file_name()? == "deps").then(|| deps.parent()?.parent().map(Path::to_path_buf))?
-        })
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("bench-results")
 }

@@ -1,88 +1,17 @@
 //! The simulated Ollama fleet a front-end is measured against: `corral sim` child
-//! processes on 127.0.0.1 ephemeral ports, their `/sim/stats` counters, and the two
-//! process helpers every part of the bench shares (kill-on-drop children and
-//! polling with a deadline).
+//! processes on 127.0.0.1 ephemeral ports and their `/sim/stats` counters.
 
-use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
-/// A child process, killed when dropped so that a panic or an early return never leaves
-/// a simulator or proxy listening behind the benchmark.
-pub struct Proc {
-    child: Child,
-    name: String,
-    log: Option<PathBuf>,
-}
-
-impl Proc {
-    pub fn new(child: Child, name: impl Into<String>, log: Option<PathBuf>) -> Proc {
-        Proc {
-            child,
-            name: name.into(),
-            log,
-        }
-    }
-
-    /// The end of the process's log, to explain a failed start.
-    pub fn log_tail(&self) -> String {
-        let Some(text) = self
-            .log
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-        else {
-            return String::new();
-        };
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
-    }
-
-    /// `Err` with the exit status if the process is already gone.
-    pub fn check_alive(&mut self) -> Result<(), String> {
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(format!(
-                "{} exited early ({status})\n{}",
-                self.name,
-                self.log_tail()
-            )),
-            Err(e) => Err(format!("{}: cannot check process: {e}", self.name)),
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `check` every 25 ms until it yields `Some`, or fails with `what` once
-/// `deadline` has passed. The only way the bench waits for another process.
-pub async fn poll<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if started.elapsed() > deadline {
-            return Err(format!("timed out after {deadline:?} waiting for {what}"));
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+use crate::process::{poll, Proc};
 
 /// The shape of the fleet. Every front-end gets a fresh fleet built from the same spec,
 /// so no run inherits another's prompt caches or residency.

@@ -2,13 +2,13 @@
 //! `least_conn` and with consistent hashing on the session header — started in front of
 //! one fleet and waited for until they can route to every box.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::fleet::{poll, Fleet, FleetSpec, Proc, STARTUP};
+use crate::fleet::{Fleet, FleetSpec, STARTUP};
+use crate::process::{free_port, poll, Proc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -69,31 +69,6 @@ impl FrontEnd {
     pub fn check_alive(&mut self) -> Result<(), String> {
         self.proc.check_alive()
     }
-}
-
-/// The nginx binary: `$NGINX`, else `nginx` on `PATH`, else Debian's `/usr/sbin/nginx`
-/// (not on a non-root user's `PATH`).
-pub fn find_nginx() -> Option<PathBuf> {
-    if let Some(explicit) = std::env::var_os("NGINX") {
-        return Some(PathBuf::from(explicit));
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("nginx"));
-    on_path
-        .chain([PathBuf::from("/usr/sbin/nginx")])
-        .find(|candidate| candidate.is_file())
-}
-
-/// A loopback port free right now. The proxies take a fixed address in their config,
-/// so the port is bound, read and released; a collision in between is possible but
-/// would show up as a failed start, not as a wrong measurement.
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("bind an ephemeral loopback port: {e}"))
 }
 
 pub async fn start(
