@@ -62,29 +62,73 @@ pub(super) fn access_log(session: &Session, ctx: &RequestCtx, error: Option<&Err
         .response_written()
         .map_or(ctx.status, |r| r.status.as_u16());
     record_metrics(ctx, status);
-    // Milliseconds to 0.1 ms: `12.3`, not `12.345678900000001`.
-    let tenth = |ms: f64| (ms * 10.0).round() / 10.0;
-    let ms = |t: std::time::Instant| tenth(t.duration_since(ctx.started).as_secs_f64() * 1000.0);
+    let since_start = |t: std::time::Instant| t.duration_since(ctx.started);
     let stats = ctx.observer.stats.as_ref();
-    tracing::info!(
-        target: "corral::access",
-        method = %session.req_header().method,
-        path = %session.req_header().uri.path(),
-        endpoint = ctx.endpoint.label(),
-        model = ctx.model.as_deref().unwrap_or("-"),
-        client = ctx.client_name(),
-        backend = ctx.backend_name(),
-        route = ctx.pick().map_or("-", |p| p.reason.as_str()),
+    let req = session.req_header();
+    AccessLine {
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        endpoint: ctx.endpoint.label(),
+        model: ctx.model.as_deref().unwrap_or("-"),
+        client: ctx.client_name(),
+        backend: ctx.backend_name(),
+        route: ctx.pick().map_or("-", |p| p.reason.as_str()),
         status,
-        attempts = ctx.tried.len(),
-        queued_ms = ctx.queued_ms,
-        ttft_ms = ctx.first_token.map(ms),
-        prompt_tokens = stats.map(|s| s.prompt_tokens),
-        completion_tokens = stats.map(|s| s.completion_tokens),
-        duration_ms = tenth(ctx.started.elapsed().as_secs_f64() * 1000.0),
-        error = error.map(|e| e.etype().as_str()),
-        "request"
-    );
+        attempts: ctx.tried.len(),
+        queued_ms: ctx.queued_ms,
+        ttft: ctx.first_token.map(since_start),
+        prompt_tokens: stats.map(|s| s.prompt_tokens),
+        completion_tokens: stats.map(|s| s.completion_tokens),
+        duration: ctx.started.elapsed(),
+        error: error.map(|e| e.etype().as_str()),
+    }
+    .emit();
+}
+
+/// One request's access-log line, as written on the `corral::access` target.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessLine<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub endpoint: &'a str,
+    pub model: &'a str,
+    pub client: &'a str,
+    pub backend: &'a str,
+    pub route: &'a str,
+    pub status: u16,
+    pub attempts: usize,
+    pub queued_ms: Option<u64>,
+    pub ttft: Option<std::time::Duration>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub duration: std::time::Duration,
+    pub error: Option<&'a str>,
+}
+
+impl AccessLine<'_> {
+    pub fn emit(&self) {
+        // Milliseconds to 0.1 ms: `12.3`, not `12.345678900000001`.
+        let ms = |d: std::time::Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
+        tracing::info!(
+            target: "corral::access",
+            method = %self.method,
+            path = %self.path,
+            endpoint = self.endpoint,
+            model = self.model,
+            client = self.client,
+            backend = self.backend,
+            route = self.route,
+            status = self.status,
+            attempts = self.attempts,
+            queued_ms = self.queued_ms,
+            ttft_ms = self.ttft.map(ms),
+            prompt_tokens = self.prompt_tokens,
+            completion_tokens = self.completion_tokens,
+            duration_ms = ms(self.duration),
+            error = self.error,
+            "request"
+        );
+    }
 }
 
 /// Feeds the finished request to the Prometheus metrics: only figures the context
