@@ -4,6 +4,11 @@
 use std::fmt;
 
 /// A normalized model name (`name:tag`, lower case).
+/// A set of model names. Routing asks "does this box list the model?" of every
+/// candidate on every request: xxh3 hashes a name several times faster than the
+/// default SipHash, and the names come from the fleet's own `/api/tags`.
+pub type ModelSet = std::collections::HashSet<ModelName, xxhash_rust::xxh3::Xxh3Builder>;
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ModelName(String);
 

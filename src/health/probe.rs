@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::bounded_body::{read_capped, root_cause, BodyError, Size};
 use crate::config::BackendUrl;
-use crate::model::ModelName;
+use crate::model::{ModelName, ModelSet};
 use crate::pool::Inventory;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +99,7 @@ fn model_entries(v: &Value, path: &'static str) -> Result<Vec<Value>, ProbeError
         })
 }
 
-fn names(entries: &[Value]) -> std::collections::HashSet<ModelName> {
+fn names(entries: &[Value]) -> ModelSet {
     entries
         .iter()
         .filter_map(crate::proxy::entry_name)

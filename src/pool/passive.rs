@@ -45,7 +45,10 @@ pub struct EjectPolicy {
 
 impl PassiveHealth {
     pub fn is_ejected(&self) -> bool {
-        now_ms() < self.ejected_until.load(Ordering::Relaxed)
+        // Read the clock only for a backend ejected at some point: routing asks this
+        // of every candidate on every request.
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until != 0 && now_ms() < until
     }
 
     /// Ejected before and not yet proven good again.

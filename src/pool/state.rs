@@ -1,14 +1,13 @@
 //! Live state of one backend: in-flight count, health and what it holds. Kept in an
 //! `Arc` keyed by backend name so that a config reload never resets it.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use crate::model::ModelName;
+use crate::model::{ModelName, ModelSet};
 
 use super::passive::PassiveHealth;
 use super::residency::Residency;
@@ -18,10 +17,10 @@ use super::residency::Residency;
 pub struct Inventory {
     pub version: Option<String>,
     /// Models on disk (`/api/tags`), normalized.
-    pub models: HashSet<ModelName>,
+    pub models: ModelSet,
     /// Models loaded in memory (`/api/ps`), normalized. Routing reads the
     /// `Residency` belief instead, which this only seeds.
-    pub resident: HashSet<ModelName>,
+    pub resident: ModelSet,
     /// The raw `/api/tags` entries, for the merged fleet listing.
     pub tags_json: Vec<serde_json::Value>,
     /// The raw `/api/ps` entries, for the merged fleet listing.
