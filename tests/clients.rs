@@ -266,6 +266,7 @@ async fn keys_refuse_in_each_dialect_and_usage_adds_up() {
     assert!(ok && parsed["clients"].as_array().map(Vec::len) == Some(3));
 
     // The access log names the client and never shows a key.
+    c.proc.wait_log("client=\"team-a\"").await;
     let log = c.proc.log();
     assert!(log.contains("client=\"team-a\""), "{log}");
     for key in [TEAM, LIMITED, TOKENS, "sk-not-a-key-0000"] {

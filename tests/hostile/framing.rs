@@ -159,6 +159,7 @@ async fn a_client_breaking_its_own_chunked_framing_gets_400_logged_as_a_warning(
         assert!(error.starts_with("bad request"), "{error}");
     }
     let secs = started.elapsed().as_secs() as usize;
+    c.proc.wait_log("client error").await;
     let log = c.proc.log();
     assert!(!log.contains("ERROR"), "{log}");
     // One WARN line a second at most, however many clients misbehave.
