@@ -53,26 +53,12 @@ impl Drop for Backend {
 }
 
 fn canned_nginx_config(port: u16, prefix: &Path) -> String {
-    let prefix = prefix.display();
+    let head = crate::configs::nginx_head(prefix, 2, "off");
     let (tags, ps) = (tags(), ps());
     // Two workers, as every proxy gets; huge keep-alive limits so that no proxy's
     // upstream connections are recycled during a run.
     format!(
-        "worker_processes 2;
-worker_rlimit_nofile 16384;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    default_type application/json;
+        "{head}    default_type application/json;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         location = /api/chat {{ return 200 '{CHAT_RESPONSE}'; }}

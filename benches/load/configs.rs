@@ -21,19 +21,18 @@ pub fn corral(port: u16, admin_port: u16, backend: SocketAddr) -> String {
     )
 }
 
-/// `least_conn`, no response buffering (streams pass chunk by chunk), a buffered access
-/// log, upstream keep-alive. Keep-alive limits are raised on both sides so that no
-/// connection is recycled mid-run: the other proxies have no per-connection request cap.
-pub fn nginx(port: u16, backend: SocketAddr, prefix: &Path) -> String {
+/// What every nginx of the bench shares, up to inside `http {`: its files in
+/// `prefix`, and keep-alive limits no run reaches.
+pub fn nginx_head(prefix: &Path, workers: usize, access_log: &str) -> String {
     let prefix = prefix.display();
     format!(
-        "worker_processes {WORKERS};
+        "worker_processes {workers};
 worker_rlimit_nofile 16384;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 8192; }}
 http {{
-    access_log {prefix}/access.log combined buffer=64k flush=1s;
+    access_log {access_log};
     client_body_temp_path {prefix}/client_body;
     proxy_temp_path {prefix}/proxy;
     fastcgi_temp_path {prefix}/fastcgi;
@@ -41,7 +40,21 @@ http {{
     scgi_temp_path {prefix}/scgi;
     keepalive_requests 100000000;
     keepalive_timeout 300s;
-    upstream ollama {{
+"
+    )
+}
+
+/// `least_conn`, no response buffering (streams pass chunk by chunk), a buffered access
+/// log, upstream keep-alive. Keep-alive limits are raised on both sides so that no
+/// connection is recycled mid-run: the other proxies have no per-connection request cap.
+pub fn nginx(port: u16, backend: SocketAddr, prefix: &Path) -> String {
+    let log = format!(
+        "{}/access.log combined buffer=64k flush=1s",
+        prefix.display()
+    );
+    let head = nginx_head(prefix, WORKERS, &log);
+    format!(
+        "{head}    upstream ollama {{
         least_conn;
         server {backend};
         keepalive 1024;
