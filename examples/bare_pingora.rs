@@ -26,7 +26,7 @@ impl ProxyHttp for Bare {
     }
 }
 
-fn main() -> std::process::ExitCode {
+pub fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let parsed = match args.as_slice() {
         [listen, upstream, threads] => upstream
@@ -49,6 +49,9 @@ fn main() -> std::process::ExitCode {
     };
     let conf = ServerConf {
         threads,
+        // `BARE_NO_STEAL=1`: one single-threaded runtime per thread (measured in the
+        // README's Pingora settings line).
+        work_stealing: std::env::var_os("BARE_NO_STEAL").is_none(),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 
 use corral::config::{Config, ConfigError};
 
+/// glibc's malloc serialises corral's worker threads on its arena locks (futex waits
+/// in the request-path profile); mimalloc's thread-local heaps do not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "corral",

@@ -1,0 +1,15 @@
+//! `bare_pingora` with mimalloc as the global allocator, the allocator corral uses:
+//! the load benchmark runs both, so the table shows what the allocator alone is worth
+//! to the engine and what is left of corral's own cost.
+//!
+//! `bare_pingora_mimalloc LISTEN UPSTREAM THREADS`, as `bare_pingora`.
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[path = "bare_pingora.rs"]
+mod bare;
+
+fn main() -> std::process::ExitCode {
+    bare::main()
+}
