@@ -14,8 +14,8 @@ use corral::config::Config;
 use corral::metrics::{RequestRecord, TokenStats};
 use corral::model::ModelName;
 use corral::pool::{Inventory, Pool};
+use corral::proxy::access_line::AccessLine;
 use corral::proxy::observe::StreamObserver;
-use corral::proxy::outcome::AccessLine;
 use corral::proxy::sniff::{sniff_body, BodySniffer, Sniff};
 use corral::routing::{Need, RouteRequest, Router};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -190,13 +190,8 @@ fn record(c: &mut Criterion) {
 }
 
 fn access_line(c: &mut Criterion) {
-    // corral's text format; the line goes to a sink, so this is the formatting cost
-    // (corral's own writer then appends it to an in-memory batch).
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(std::io::sink)
-        .finish();
-    let _ = tracing::subscriber::set_global_default(subscriber);
+    // The formatting cost: corral formats the line into a reused per-thread buffer and
+    // appends it to an in-memory batch that a writer thread drains.
     let line = AccessLine {
         method: "POST",
         path: "/api/chat",
@@ -214,7 +209,18 @@ fn access_line(c: &mut Criterion) {
         duration: Duration::from_micros(1_200_300),
         error: None,
     };
-    c.bench_function("access_log_line", |b| b.iter(|| black_box(&line).emit()));
+    let mut group = c.benchmark_group("access_log_line");
+    for (name, json) in [("text", false), ("json", true)] {
+        let mut out = Vec::with_capacity(512);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                out.clear();
+                black_box(&line).format(&mut out, json, std::time::SystemTime::now());
+                black_box(out.len())
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, pick, sniff, observe, table, record, access_line);

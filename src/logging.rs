@@ -1,5 +1,5 @@
 //! Log output off the request path. A request formats its line (the access log
-//! included) and appends it to a shared in-memory batch: no system call and no thread
+//! formats itself, see `proxy::access_line`) and appends it to a shared in-memory batch: no system call and no thread
 //! wake-up per line. A writer thread writes the batch to stderr every
 //! `FLUSH_EVERY`, or sooner once it passes `FLUSH_AT` bytes — the way nginx's
 //! `access_log ... buffer= flush=` works. When stderr cannot keep up and the batch
@@ -39,6 +39,19 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
         self.batch.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Adds a whole line to the batch, or counts it dropped when the batch is full.
+    fn append(&self, line: &[u8]) {
+        let mut batch = self.lock();
+        if batch.len() + line.len() > MAX_BATCH {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            batch.extend_from_slice(line);
+            if batch.len() >= FLUSH_AT {
+                self.ready.notify_one();
+            }
+        }
+    }
 }
 
 /// The `MakeWriter` handed to tracing: every line goes into the shared batch.
@@ -47,15 +60,7 @@ pub struct BatchWriter(Arc<Shared>);
 
 impl Write for BatchWriter {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
-        let mut batch = self.0.lock();
-        if batch.len() + line.len() > MAX_BATCH {
-            self.0.dropped.fetch_add(1, Ordering::Relaxed);
-        } else {
-            batch.extend_from_slice(line);
-            if batch.len() >= FLUSH_AT {
-                self.0.ready.notify_one();
-            }
-        }
+        self.0.append(line);
         // A dropped line is reported through the metric, never as an error: tracing
         // would print the error to stderr, which is the stream that is behind.
         Ok(line.len())
@@ -111,9 +116,29 @@ struct Installed {
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
 
+/// Whether `init` chose JSON lines (`--log-json`).
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Whether log lines are JSON, as `init` was told.
+pub fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// Writes one whole line (newline included) formatted outside tracing, the same way
+/// tracing's lines go: into the batch, or straight to stderr before `init`.
+pub fn write_line(line: &[u8]) {
+    match INSTALLED.get() {
+        Some(installed) => installed.shared.append(line),
+        None => {
+            let _ = io::stderr().write_all(line);
+        }
+    }
+}
+
 /// Installs the process's tracing subscriber: `RUST_LOG` filter (default `info`),
 /// text or JSON lines on stderr through the batch writer.
 pub fn init(json: bool) {
+    JSON.store(json, Ordering::Relaxed);
     let shared = Arc::new(Shared {
         batch: Mutex::new(Vec::with_capacity(FLUSH_AT)),
         ready: Condvar::new(),

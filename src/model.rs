@@ -14,14 +14,17 @@ pub struct ModelName(String);
 
 impl ModelName {
     pub fn new(raw: &str) -> ModelName {
-        let raw = raw.trim().to_ascii_lowercase();
+        let raw = raw.trim();
         // The tag belongs to the last path segment: `registry:5000/ns/model` has no tag.
-        let last = raw.rsplit('/').next().unwrap_or(&raw);
-        if last.contains(':') {
-            ModelName(raw)
-        } else {
-            ModelName(format!("{raw}:latest"))
+        let tagged = raw.rsplit('/').next().unwrap_or(raw).contains(':');
+        // One allocation: this runs for every request that names a model.
+        let mut name = String::with_capacity(raw.len() + if tagged { 0 } else { 7 });
+        name.push_str(raw);
+        name.make_ascii_lowercase();
+        if !tagged {
+            name.push_str(":latest");
         }
+        ModelName(name)
     }
 
     /// `new`, except that a blank name is no model at all.

@@ -46,3 +46,42 @@ async fn one_json_line_per_request_with_the_routing_facts() {
         assert!(decimals <= 1, "{field} = {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_turns_the_access_log_off_and_nothing_else() {
+    let a = start_sim(&["--models", "llama3"]);
+    let admin = format!("listen: '127.0.0.1:{}'", free_port());
+    let filter = std::ffi::OsStr::new("info,corral::access=off");
+    let c = start_corral_env(&admin, &backends_yaml(&[&a], 1), &[("RUST_LOG", filter)]).await;
+    wait_routable(&c, &["llama3"]).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let r = client
+            .post(format!("{}/api/chat", c.url()))
+            .json(&json!({"model": "llama3", "stream": false, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .expect("chat");
+        assert_eq!(r.status(), 200);
+        r.bytes().await.expect("body");
+    }
+    // A request's metrics are recorded just before its line would be written.
+    wait_for("the three chats in the metrics", || async {
+        scrape(&c)
+            .await
+            .lines()
+            .any(|l| {
+                l.starts_with("corral_requests_total{")
+                    && l.contains(r#"endpoint="chat""#)
+                    && l.ends_with(" 3")
+            })
+            .then_some(())
+    })
+    .await;
+    // A later info line: written access lines would sit in the log before it.
+    let (ok, stdout, stderr) = corral_cli(&["reload", "--api-url", &admin_url(&c)]);
+    assert!(ok, "{stdout}{stderr}");
+    c.proc.wait_log("config reloaded").await;
+    let log = c.proc.log();
+    assert!(!log.contains("corral::access"), "{log}");
+}

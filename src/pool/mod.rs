@@ -10,7 +10,7 @@ pub mod writer;
 pub use passive::{now_ms, EjectPolicy, FailureVerdict};
 pub use residency::{ModelInFlight, ModelUse};
 pub use state::{BackendState, HealthChange, InFlight, Inventory, SlotWatcher};
-pub use table::{Backend, RoutingTable};
+pub use table::{Backend, BackendHeaders, RoutingTable};
 pub use writer::{Durability, PoolWriter, Upserted};
 
 use std::collections::HashMap;
@@ -193,6 +193,7 @@ fn build_table(
                     .store(Some(Arc::new(std::net::SocketAddr::new(ip, b.url.port))));
             }
             Arc::new(Backend {
+                headers: BackendHeaders::new(b),
                 config: b.clone(),
                 state,
                 dynamic: i >= yaml.backends.len(),

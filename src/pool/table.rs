@@ -14,6 +14,26 @@ pub struct Backend {
     pub state: Arc<BackendState>,
     /// Added through the admin API rather than listed in the YAML.
     pub dynamic: bool,
+    /// Header values every request to this backend carries, built once per table
+    /// instead of per request.
+    pub headers: BackendHeaders,
+}
+
+/// A backend's `Host` (the authority Ollama checks) and its name for
+/// `X-Corral-Backend`, as header values; `None` when not valid in a header.
+#[derive(Debug, Clone)]
+pub struct BackendHeaders {
+    pub host: Option<http::HeaderValue>,
+    pub name: Option<http::HeaderValue>,
+}
+
+impl BackendHeaders {
+    pub fn new(config: &BackendConfig) -> BackendHeaders {
+        BackendHeaders {
+            host: http::HeaderValue::from_str(&config.url.authority).ok(),
+            name: http::HeaderValue::from_str(&config.name).ok(),
+        }
+    }
 }
 
 impl Backend {

@@ -21,6 +21,14 @@ pub(super) fn via_entry() -> &'static str {
     })
 }
 
+/// `via_entry` as a header value, built once.
+pub(super) fn via_value() -> http::HeaderValue {
+    static VALUE: OnceLock<http::HeaderValue> = OnceLock::new();
+    VALUE
+        .get_or_init(|| http::HeaderValue::from_static(via_entry()))
+        .clone()
+}
+
 /// Whether this request already passed through this corral.
 pub(super) fn passed_through_us(headers: &HeaderMap) -> bool {
     let us = via_entry();

@@ -2,6 +2,7 @@
 //! rewrite headers, stream back, and turn every failure into an answer the client's
 //! library understands.
 
+pub mod access_line;
 mod admission;
 mod attempt;
 mod body_deadline;
@@ -294,15 +295,15 @@ impl ProxyHttp for CorralProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // Ollama bound to loopback answers 403 to a Host that is not its own.
-        if let Some(pick) = ctx.pick() {
-            upstream_request.insert_header("Host", pick.backend.config.url.authority.as_str())?;
+        if let Some(host) = ctx.pick().and_then(|p| p.backend.headers.host.clone()) {
+            upstream_request.insert_header(http::header::HOST, host)?;
         }
         upstream_request.remove_header(admission::TARGET_HEADER);
         // A corral client key is corral's business, not the backend's.
         if ctx.client.is_some() {
             upstream_request.remove_header(&http::header::AUTHORIZATION);
         }
-        upstream_request.append_header("Via", hop::via_entry())?;
+        upstream_request.append_header(http::header::VIA, hop::via_value())?;
         Ok(())
     }
 
@@ -334,14 +335,16 @@ impl ProxyHttp for CorralProxy {
         }
         let content_type = upstream_response
             .headers
-            .get("content-type")
+            .get(http::header::CONTENT_TYPE)
             .map(|v| v.as_bytes());
         ctx.sse = content_type.is_some_and(|v| v.starts_with(b"text/event-stream"));
         ctx.whole_answer = content_type.is_some_and(|v| v.starts_with(b"application/json"));
         ctx.framer = framing::LineFramer::for_content_type(content_type);
         // A sized answer (every non-streamed one) usually arrives whole with its
         // header; a stream may go silent right after it.
-        let sized = upstream_response.headers.contains_key("content-length");
+        let sized = upstream_response
+            .headers
+            .contains_key(http::header::CONTENT_LENGTH);
         let idle = self.pool.load().config.timeouts.idle;
         if let Some(stall) = ctx.attempt.as_mut().and_then(|a| a.stall.as_mut()) {
             if sized {
@@ -364,8 +367,11 @@ impl ProxyHttp for CorralProxy {
             return Ok(());
         }
         if let Some(pick) = ctx.pick() {
-            upstream_response.insert_header("X-Corral-Backend", pick.backend.name())?;
-            upstream_response.insert_header("X-Corral-Route", pick.reason.as_str())?;
+            if let Some(name) = pick.backend.headers.name.clone() {
+                upstream_response.insert_header("X-Corral-Backend", name)?;
+            }
+            let route = http::HeaderValue::from_static(pick.reason.as_str());
+            upstream_response.insert_header("X-Corral-Route", route)?;
         }
         Ok(())
     }

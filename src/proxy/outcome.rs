@@ -7,6 +7,7 @@ use pingora::Error;
 
 use crate::pool::RoutingTable;
 
+use super::access_line::AccessLine;
 use super::attempt::Outcome;
 use super::endpoint::Endpoint;
 use super::RequestCtx;
@@ -83,52 +84,6 @@ pub(super) fn access_log(session: &Session, ctx: &RequestCtx, error: Option<&Err
         error: error.map(|e| e.etype().as_str()),
     }
     .emit();
-}
-
-/// One request's access-log line, as written on the `corral::access` target.
-#[derive(Debug, Clone, Copy)]
-pub struct AccessLine<'a> {
-    pub method: &'a str,
-    pub path: &'a str,
-    pub endpoint: &'a str,
-    pub model: &'a str,
-    pub client: &'a str,
-    pub backend: &'a str,
-    pub route: &'a str,
-    pub status: u16,
-    pub attempts: usize,
-    pub queued_ms: Option<u64>,
-    pub ttft: Option<std::time::Duration>,
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
-    pub duration: std::time::Duration,
-    pub error: Option<&'a str>,
-}
-
-impl AccessLine<'_> {
-    pub fn emit(&self) {
-        // Milliseconds to 0.1 ms: `12.3`, not `12.345678900000001`.
-        let ms = |d: std::time::Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
-        tracing::info!(
-            target: "corral::access",
-            method = %self.method,
-            path = %self.path,
-            endpoint = self.endpoint,
-            model = self.model,
-            client = self.client,
-            backend = self.backend,
-            route = self.route,
-            status = self.status,
-            attempts = self.attempts,
-            queued_ms = self.queued_ms,
-            ttft_ms = self.ttft.map(ms),
-            prompt_tokens = self.prompt_tokens,
-            completion_tokens = self.completion_tokens,
-            duration_ms = ms(self.duration),
-            error = self.error,
-            "request"
-        );
-    }
 }
 
 /// Feeds the finished request to the Prometheus metrics: only figures the context
