@@ -13,6 +13,18 @@ use corral::config::{Config, ConfigError};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Where transparent huge pages are on ("always", Debian's default), they back
+/// mimalloc's arenas with 2 MiB pages: idle RSS doubled (8 → 15 MiB for a bare Pingora
+/// proxy) and RSS after a burst of 256 connections went from 25 to 47 MiB. A proxy
+/// gains nothing from huge pages, so corral opts out for itself (and what it spawns).
+fn opt_out_of_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "corral",
@@ -76,6 +88,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    opt_out_of_huge_pages();
     let cli = Cli::parse();
     corral::logging::init(cli.log_json);
     let result = match cli.command {

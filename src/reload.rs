@@ -317,6 +317,10 @@ pub fn keep_restart_only(running: &Config, mut new: Config) -> (Config, Vec<Stri
         pending.push("threads".to_string());
         new.threads = running.threads;
     }
+    if new.work_stealing != running.work_stealing {
+        pending.push("work_stealing".to_string());
+        new.work_stealing = running.work_stealing;
+    }
     if new.shutdown_grace != running.shutdown_grace {
         pending.push("shutdown_grace".to_string());
         new.shutdown_grace = running.shutdown_grace;

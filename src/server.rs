@@ -87,10 +87,7 @@ pub fn build_from(prepared: Prepared, launch: Launch) -> Result<Corral, StartupE
     };
     let conf = ServerConf {
         threads: config.threads,
-        // One single-threaded runtime per thread, as nginx runs its workers: no task
-        // migration or cross-thread wake-ups per request. Measured with bare Pingora
-        // and corral alike (`make bench-load`): about a quarter less CPU per request.
-        work_stealing: false,
+        work_stealing: config.work_stealing,
         // SIGTERM is handled by `shutdown::DrainOnTerm`, which waits only as long as
         // requests are in flight; this covers a GracefulTerminate from elsewhere.
         grace_period_seconds: Some(config.shutdown_grace.as_secs()),

@@ -38,6 +38,12 @@ pub struct Config {
     /// Worker threads of the proxy service.
     #[serde(default = "defaults::threads", deserialize_with = "de::positive_usize")]
     pub threads: usize,
+    /// Let idle worker threads take tasks from busy ones (tokio's multi-threaded
+    /// runtime). Off: each thread runs its own connections, as nginx's workers do —
+    /// less CPU per request; on: a thread stalled by a slow task cannot hold up the
+    /// connections it accepted.
+    #[serde(default)]
+    pub work_stealing: bool,
     /// On SIGTERM, or after an upgrade's hand-over, the longest wait for in-flight
     /// requests before corral exits anyway.
     #[serde(
