@@ -101,6 +101,13 @@ impl Residency {
         v
     }
 
+    /// Calls `f` with each resident model's name, in no order.
+    pub fn each_model(&self, mut f: impl FnMut(&ModelName)) {
+        for r in &self.belief.load().models {
+            f(&r.model);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.belief.load().models.len()
     }

@@ -91,21 +91,33 @@ fn filter<'a>(
     let found: Vec<Candidate> = match need {
         Need::Model(model) => {
             // The index lists exactly the backends a scan for the model would find, in
-            // table order, with the residency a scan would read.
+            // table order, with the residency a scan would read. A stale one (a large
+            // fleet between rebuilds) is checked against the live state.
             let index = table.index();
+            let current = index.is_current();
             let listed = index.model(model).map_or(&[][..], |e| &e.listed.list[..]);
             let found: Vec<_> = listed
                 .iter()
                 .map(|m| (&table.backends[m.backend as usize], m.resident))
                 .filter(|(b, _)| usable(b) && untried(b))
+                .filter(|(b, _)| current || b.state.has_model(model))
                 .map(|(b, resident)| Candidate {
-                    resident,
+                    resident: if current {
+                        resident
+                    } else {
+                        b.state.has_resident(model)
+                    },
                     ..candidate(b, None)
                 })
                 .collect();
             // Only claim "not found" when someone could have answered for it: with
-            // every backend down we do not know, so that is a 503.
-            if found.is_empty() && listed.is_empty() && table.backends.iter().any(|b| usable(b)) {
+            // every backend down we do not know, so that is a 503. A stale index may
+            // not know a model added since: not found only if no backend lists it.
+            if found.is_empty()
+                && listed.is_empty()
+                && table.backends.iter().any(|b| usable(b))
+                && (current || !table.backends.iter().any(|b| b.state.has_model(model)))
+            {
                 return Err(NoRoute::ModelNotFound(model.clone()));
             }
             found

@@ -51,10 +51,13 @@ fn resident_slots_upto(table: &RoutingTable, model: &ModelName, enough: usize) -
     let Some(entry) = index.model(model) else {
         return 0;
     };
+    let current = index.is_current();
     let mut sum = 0usize;
     for &i in &entry.held {
         let b = &table.backends[i as usize];
-        if b.is_available() {
+        // A stale index (large fleets, between rebuilds) may miss a box that loaded
+        // the model since: counting too few slots only protects the model more.
+        if b.is_available() && (current || b.state.has_resident(model)) {
             sum += b.capacity();
             if sum >= enough {
                 break;

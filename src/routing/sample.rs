@@ -21,6 +21,7 @@
 //! - Weighted round robin finds its turn's box by binary search over running weight
 //!   totals; `Pinned` walks the names in order to the first usable box (exact).
 
+use crate::model::ModelName;
 use crate::pool::{Backend, Member, Members, ModelEntry, RingSlot, RoutingTable};
 
 use super::candidates::{candidate, Candidate, NoRoute};
@@ -59,10 +60,17 @@ impl Router {
         tried: &[String],
     ) -> Option<Result<Pick, NoRoute>> {
         let index = table.index();
-        let walker = Walker { table, tried };
+        let mut walker = Walker {
+            table,
+            tried,
+            stale: None,
+        };
         match &req.need {
             Need::Model(model) => {
                 let entry = index.model(model)?;
+                if !index.is_current() {
+                    walker.stale = Some(model);
+                }
                 if entry.listed.list.len() <= SMALL_SET {
                     return None;
                 }
@@ -135,6 +143,9 @@ fn spread(turn: usize) -> u64 {
 struct Walker<'t> {
     table: &'t RoutingTable,
     tried: &'t [String],
+    /// The model, when the index is stale (a large fleet between rebuilds): what it
+    /// lists is checked against the live inventory and residency.
+    stale: Option<&'t ModelName>,
 }
 
 impl<'t> Walker<'t> {
@@ -158,9 +169,15 @@ impl<'t> Walker<'t> {
             let m = member((start + visited) % len);
             visited += 1;
             let b = &self.table.backends[m.backend as usize];
-            if usable(b) && !self.tried.iter().any(|t| t == b.name()) {
+            let live = match self.stale {
+                Some(model) if !b.state.has_model(model) => None,
+                Some(model) => Some(b.state.has_resident(model)),
+                None => Some(m.resident),
+            };
+            let untried = !self.tried.iter().any(|t| t == b.name());
+            if let Some(resident) = live.filter(|_| usable(b) && untried) {
                 let c = Candidate {
-                    resident: m.resident,
+                    resident,
                     ..candidate(b, None)
                 };
                 free |= c.has_free_slot();

@@ -420,3 +420,39 @@ fn the_index_follows_inventory_changes_between_table_rebuilds() {
         assert_eq!(p.reason, RouteReason::Resident);
     }
 }
+
+#[test]
+fn a_fleet_between_index_rebuilds_routes_by_the_live_inventory() {
+    // Above the size whose index is rebuilt on every change: the changes below leave
+    // it stale for a while, and picks must check it against the live state.
+    let pool = large("affinity", &names(1100), |i| i % 2 == 0);
+    let table = pool.load();
+    let router = Router::default();
+    router.pick_backend(&table, &keyed(1), &[]).unwrap();
+    let other = Inventory {
+        models: [ModelName::new("m1")].into_iter().collect(),
+        ..Default::default()
+    };
+    for b in table.backends.iter().filter(|b| b.name() != "gpu-500") {
+        b.state.apply_inventory(other.clone(), now_ms());
+    }
+    for key in 0..50u64 {
+        let p = router.pick_backend(&table, &keyed(key), &[]).unwrap();
+        assert_eq!(p.backend.name(), "gpu-500");
+    }
+    // A model added since the index was built is never called "not found".
+    let new = ModelName::new("new");
+    let gained = Inventory {
+        models: [new.clone()].into_iter().collect(),
+        ..Default::default()
+    };
+    table
+        .get("gpu-7")
+        .unwrap()
+        .state
+        .apply_inventory(gained, now_ms());
+    match router.pick_backend(&table, &RouteRequest::new(Need::Model(new)), &[]) {
+        Ok(p) => assert_eq!(p.backend.name(), "gpu-7"),
+        Err(e) => assert_eq!(e, NoRoute::NoHealthy),
+    }
+}
