@@ -211,6 +211,8 @@ impl<'t> Walker<'t> {
             let slot = turn as u64 % total;
             let start = members.weight_ends.partition_point(|&end| end <= slot);
             self.walk(len, start, member, usable, 1, &mut found);
+            // The turn's box, or the next usable one: not a choice among several.
+            found.truncate(1);
         } else {
             let start = (spread(turn) % len as u64) as usize;
             self.walk(len, start, member, usable, SAMPLE, &mut found);

@@ -335,6 +335,18 @@ fn weighted_round_robin_over_a_large_set_follows_weights() {
         .iter()
         .map(|b| b.config.weight as usize)
         .sum();
+    // Round robin ignores load: full boxes take their turns too.
+    let _full: Vec<InFlight> = table
+        .backends
+        .iter()
+        .step_by(5)
+        .flat_map(|b| {
+            [
+                InFlight::acquire(&b.state, None),
+                InFlight::acquire(&b.state, None),
+            ]
+        })
+        .collect();
     let router = Router::default();
     let req = RouteRequest::new(Need::Model(ModelName::new("m0")));
     let mut counts: HashMap<String, usize> = HashMap::new();
