@@ -6,7 +6,6 @@
 //!
 //! `cargo bench --bench hot_path` (`-- pick` etc. to run one group)
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,11 +52,14 @@ fn fleet(strategy: &str, n: usize) -> Pool {
             .map(|k| ModelName::new(MODELS[(i + 3 * k) % MODELS.len()]))
             .collect();
         b.state.record_probe(true, 1, 1);
-        b.state.inventory.store(Arc::new(Inventory {
+        // Through `apply_inventory`, as a probe does: it seeds the residency routing
+        // reads, so one model really is resident.
+        let inventory = Inventory {
             resident: [listed[0].clone()].into_iter().collect(),
             models: listed.into_iter().collect(),
             ..Default::default()
-        }));
+        };
+        b.state.apply_inventory(inventory, 1);
     }
     pool
 }
@@ -65,7 +67,7 @@ fn fleet(strategy: &str, n: usize) -> Pool {
 fn pick(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick_backend");
     for n in [10, 100, 1_000, 10_000] {
-        for strategy in ["least_loaded", "affinity"] {
+        for strategy in ["least_loaded", "affinity", "round_robin"] {
             let pool = fleet(strategy, n);
             let router = Router::default();
             let mut key = 0u64;
@@ -82,6 +84,30 @@ fn pick(c: &mut Criterion) {
                 })
             });
         }
+    }
+    // A probe that finds a box's models changed makes the next pick rebuild the
+    // model index: the price of one inventory change.
+    for n in [1_000, 10_000] {
+        let pool = fleet("affinity", n);
+        let router = Router::default();
+        let mut sent = 1;
+        group.bench_with_input(BenchmarkId::new("affinity_after_change", n), &n, |b, _| {
+            b.iter(|| {
+                sent += 1;
+                let extra = ModelName::new(MODELS[(sent % 2) as usize]);
+                let inventory = Inventory {
+                    models: [ModelName::new("llama3"), extra].into_iter().collect(),
+                    ..Default::default()
+                };
+                pool.load().backends[0]
+                    .state
+                    .apply_inventory(inventory, sent);
+                let req = RouteRequest::new(Need::Model(ModelName::new("llama3")));
+                router
+                    .pick_backend(&pool.load(), black_box(&req), &[])
+                    .map(|p| p.reason)
+            })
+        });
     }
     group.finish();
 }

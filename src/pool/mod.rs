@@ -1,12 +1,14 @@
 //! The backend pool: the current `RoutingTable` behind an `ArcSwap`, and the registry of
 //! live per-backend state that outlives table rebuilds.
 
+mod index;
 mod passive;
 mod residency;
 mod state;
 mod table;
 pub mod writer;
 
+pub use index::{Member, Members, ModelEntry, ModelIndex, RingSlot};
 pub use passive::{now_ms, EjectPolicy, FailureVerdict};
 pub use residency::{ModelInFlight, ModelUse};
 pub use state::{BackendState, HealthChange, InFlight, Inventory, SlotWatcher};
@@ -206,11 +208,7 @@ fn build_table(
         .clients
         .as_ref()
         .map(|c| Arc::new(ClientTable::build(c, client_states)));
-    RoutingTable {
-        backends,
-        config,
-        clients,
-    }
+    RoutingTable::new(backends, config, clients)
 }
 
 #[cfg(test)]

@@ -101,6 +101,13 @@ impl Residency {
         v
     }
 
+    /// Calls `f` with each resident model's name, in no order.
+    pub fn each_model(&self, mut f: impl FnMut(&ModelName)) {
+        for r in &self.belief.load().models {
+            f(&r.model);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.belief.load().models.len()
     }
@@ -165,6 +172,7 @@ impl Residency {
             evicted.extend(victim.iter().map(|v| (v.clone(), now)));
             Belief { models, evicted }
         });
+        super::index::inventory_changed();
         ModelUse {
             hold: hold(&entry, now),
             loads: true,
@@ -176,7 +184,7 @@ impl Residency {
     pub fn apply_probe(&self, observed: &[ModelName], sent: u64) {
         let seen = observed.len();
         self.max_models.fetch_max(seen, Ordering::Relaxed);
-        self.belief.rcu(|b| {
+        let before = self.belief.rcu(|b| {
             let evicted_since =
                 |m: &ModelName| b.evicted.iter().any(|(e, at)| e == m && *at >= sent);
             let mut models: Vec<Arc<ResidentModel>> = observed
@@ -205,6 +213,15 @@ impl Residency {
                 .collect();
             Belief { models, evicted }
         });
+        let after = self.belief.load();
+        let same = before.models.len() == after.models.len()
+            && before
+                .models
+                .iter()
+                .all(|r| after.models.iter().any(|a| a.model == r.model));
+        if !same {
+            super::index::inventory_changed();
+        }
     }
 
     /// The box was seen to hold at least `n` models at once (e.g. from its answers).

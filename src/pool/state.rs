@@ -37,6 +37,7 @@ pub struct BackendState {
     probed: AtomicBool,
     consecutive_ok: AtomicU32,
     consecutive_fail: AtomicU32,
+    /// Change it through `apply_inventory`, which tells routing's index.
     pub inventory: ArcSwap<Inventory>,
     /// Which models are loaded, kept true between probes.
     pub residency: Residency,
@@ -154,7 +155,11 @@ impl BackendState {
             return;
         }
         let resident: Vec<ModelName> = inventory.resident.iter().cloned().collect();
+        let listed_changed = self.inventory.load().models != inventory.models;
         self.inventory.store(Arc::new(inventory));
+        if listed_changed {
+            super::index::inventory_changed();
+        }
         self.residency.apply_probe(&resident, sent);
     }
 

@@ -1,10 +1,14 @@
 //! The routing table: an immutable snapshot of the desired pool joined with each
 //! backend's live state. Rebuilt on every config change and published with `ArcSwap`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
 
 use crate::config::{BackendConfig, Config};
 
+use super::index::{self, ModelIndex};
 use super::state::BackendState;
 
 /// One backend as the router sees it: what the config says plus its live state.
@@ -63,11 +67,38 @@ pub struct RoutingTable {
     pub config: Arc<Config>,
     /// The client keys with their live state; `None`: the proxy port is open.
     pub clients: Option<Arc<crate::clients::ClientTable>>,
+    /// Positions in `backends` by name (the first of a name, as a scan would find).
+    by_name: HashMap<String, usize>,
+    /// Built on first use and whenever inventory or residency changed since.
+    index: ArcSwap<ModelIndex>,
 }
 
 impl RoutingTable {
+    pub fn new(
+        backends: Vec<Arc<Backend>>,
+        config: Arc<Config>,
+        clients: Option<Arc<crate::clients::ClientTable>>,
+    ) -> RoutingTable {
+        let mut by_name = HashMap::with_capacity(backends.len());
+        for (i, b) in backends.iter().enumerate() {
+            by_name.entry(b.name().to_string()).or_insert(i);
+        }
+        RoutingTable {
+            backends,
+            config,
+            clients,
+            by_name,
+            index: ArcSwap::from_pointee(ModelIndex::default()),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<Backend>> {
-        self.backends.iter().find(|b| b.name() == name)
+        self.by_name.get(name).map(|&i| &self.backends[i])
+    }
+
+    /// Which backends list and hold each model, as of now.
+    pub fn index(&self) -> Guard<Arc<ModelIndex>> {
+        index::current(&self.index, &self.backends)
     }
 
     /// Whether passive health may eject `backend` now: for every model it has, the

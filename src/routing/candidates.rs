@@ -44,7 +44,7 @@ impl Candidate<'_> {
     }
 }
 
-fn candidate<'a>(b: &'a Arc<Backend>, model: Option<&ModelName>) -> Candidate<'a> {
+pub(super) fn candidate<'a>(b: &'a Arc<Backend>, model: Option<&ModelName>) -> Candidate<'a> {
     Candidate {
         backend: b,
         in_flight: b.state.in_flight(),
@@ -90,15 +90,33 @@ fn filter<'a>(
     let routable = table.backends.iter().filter(|b| usable(b)).filter(untried);
     let found: Vec<Candidate> = match need {
         Need::Model(model) => {
-            let found: Vec<_> = routable
-                .filter(|b| b.state.has_model(model))
-                .map(|b| candidate(b, Some(model)))
+            // The index lists exactly the backends a scan for the model would find, in
+            // table order, with the residency a scan would read. A stale one (a large
+            // fleet between rebuilds) is checked against the live state.
+            let index = table.index();
+            let current = index.is_current();
+            let listed = index.model(model).map_or(&[][..], |e| &e.listed.list[..]);
+            let found: Vec<_> = listed
+                .iter()
+                .map(|m| (&table.backends[m.backend as usize], m.resident))
+                .filter(|(b, _)| usable(b) && untried(b))
+                .filter(|(b, _)| current || b.state.has_model(model))
+                .map(|(b, resident)| Candidate {
+                    resident: if current {
+                        resident
+                    } else {
+                        b.state.has_resident(model)
+                    },
+                    ..candidate(b, None)
+                })
                 .collect();
             // Only claim "not found" when someone could have answered for it: with
-            // every backend down we do not know, so that is a 503.
+            // every backend down we do not know, so that is a 503. A stale index may
+            // not know a model added since: not found only if no backend lists it.
             if found.is_empty()
-                && !table.backends.iter().any(|b| b.state.has_model(model))
+                && listed.is_empty()
                 && table.backends.iter().any(|b| usable(b))
+                && (current || !table.backends.iter().any(|b| b.state.has_model(model)))
             {
                 return Err(NoRoute::ModelNotFound(model.clone()));
             }
@@ -119,9 +137,9 @@ fn filter<'a>(
             let Some(b) = table.get(name) else {
                 return Err(NoRoute::UnknownBackend(name.clone()));
             };
-            routable
-                .filter(|c| Arc::ptr_eq(c, b))
-                .map(|b| candidate(b, None))
+            (usable(b) && untried(&b))
+                .then(|| candidate(b, None))
+                .into_iter()
                 .collect()
         }
         Need::Any | Need::Pinned => routable.map(|b| candidate(b, None)).collect(),

@@ -14,6 +14,10 @@
 //! 3. otherwise "full": the request waits in the admission queue.
 //!
 //! `least_loaded` and `round_robin` are simpler baselines.
+//!
+//! Candidates come from the table's per-model index, never from a scan of the fleet.
+//! Up to `sample::SMALL_SET` of them (every fleet the product targets) all are looked
+//! at; above that a strategy chooses within a bounded sample (`sample`).
 
 mod affinity;
 mod candidates;
@@ -21,6 +25,7 @@ mod demand;
 mod placement;
 mod prewarm;
 mod queue;
+mod sample;
 
 pub use affinity::{bounded_pick, rendezvous_order};
 pub use candidates::{candidates, Candidate, Found, NoRoute};
@@ -149,12 +154,10 @@ impl Router {
         req: &RouteRequest,
         tried: &[String],
     ) -> Result<Pick, NoRoute> {
+        if let Some(pick) = self.pick_large(table, req, tried) {
+            return pick;
+        }
         let Found { list: found, panic } = candidates(table, &req.need, tried)?;
-        let pick = |c: &Candidate, reason| Pick {
-            backend: c.backend.clone(),
-            reason,
-            panic,
-        };
         match &req.need {
             Need::Pinned => {
                 // Lowest name among healthy backends: stable while the healthy set is.
@@ -162,30 +165,60 @@ impl Router {
                     .iter()
                     .min_by(|a, b| a.name().cmp(b.name()))
                     .ok_or(NoRoute::NoHealthy)?;
-                return Ok(pick(c, RouteReason::Pinned));
+                return Ok(pick(c, RouteReason::Pinned, panic));
             }
-            Need::Named(_) => return Ok(pick(&found[0], RouteReason::Targeted)),
+            Need::Named(_) => return Ok(pick(&found[0], RouteReason::Targeted, panic)),
             _ => {}
         }
         let turn = self.rotation.fetch_add(1, Ordering::Relaxed);
+        self.decide(table, &found, panic, req, turn, 1.0)
+    }
+
+    /// The strategy's choice among `found`. `scale`: how many candidates each one in
+    /// `found` stands for (1 unless `found` is a sample of a large set).
+    fn decide(
+        &self,
+        table: &RoutingTable,
+        found: &[Candidate],
+        panic: bool,
+        req: &RouteRequest,
+        turn: usize,
+        scale: f64,
+    ) -> Result<Pick, NoRoute> {
         let routing = &table.config.routing;
         let queueing = routing.queue_size > 0;
         match routing.strategy {
-            Strategy::RoundRobin => Ok(pick(round_robin(&found, turn), RouteReason::RoundRobin)),
+            Strategy::RoundRobin => Ok(pick(
+                round_robin(found, turn),
+                RouteReason::RoundRobin,
+                panic,
+            )),
             Strategy::LeastLoaded => {
-                let c = least_loaded(&found, turn);
+                let c = least_loaded(found, turn);
                 if queueing && !c.has_free_slot() {
                     return Err(NoRoute::Full);
                 }
-                Ok(pick(c, RouteReason::LeastLoaded))
+                Ok(pick(c, RouteReason::LeastLoaded, panic))
             }
-            Strategy::Affinity => match self.affinity_pick(table, &found, req, turn) {
-                Some((i, reason)) => Ok(pick(&found[i], reason)),
+            Strategy::Affinity => match self.affinity_pick(table, found, req, turn, scale) {
+                Some((i, reason)) => Ok(pick(&found[i], reason, panic)),
                 None if queueing => Err(NoRoute::Full),
                 // No queue: let the least loaded box's own queue take it.
-                None => Ok(pick(least_loaded(&found, turn), RouteReason::LeastLoaded)),
+                None => Ok(pick(
+                    least_loaded(found, turn),
+                    RouteReason::LeastLoaded,
+                    panic,
+                )),
             },
         }
+    }
+}
+
+fn pick(c: &Candidate, reason: RouteReason, panic: bool) -> Pick {
+    Pick {
+        backend: c.backend.clone(),
+        reason,
+        panic,
     }
 }
 
@@ -197,6 +230,7 @@ impl Router {
         found: &[Candidate],
         req: &RouteRequest,
         turn: usize,
+        scale: f64,
     ) -> Option<(usize, RouteReason)> {
         let bound = table.config.routing.bound;
         let Some(model) = req.model() else {
@@ -228,14 +262,16 @@ impl Router {
         // With no box holding the model a load is unavoidable; otherwise it must pay.
         let optional = !resident.is_empty();
         if optional {
-            let slots: usize = resident.iter().map(|&i| found[i].capacity).sum();
+            // For a sample, the fleet's figures are estimated from it (see `sample`).
+            let slots = scaled(resident.iter().map(|&i| found[i].capacity).sum(), scale);
+            let in_flight = scaled(in_flight_for(found, model), scale);
             let demanded = self
                 .demand
                 .get(model)
                 .slots()
-                .max((in_flight_for(found, model) + req.waiting + 1) as f64);
+                .max((in_flight + req.waiting + 1) as f64);
             if !wants_another_box(demanded, slots)
-                || !load_beats_waiting(found, &resident, &cold, req.waiting)
+                || !load_beats_waiting(found, &resident, &cold, req.waiting, slots)
             {
                 return None;
             }
@@ -260,6 +296,15 @@ impl Router {
         let pool = if idle.is_empty() { cheapest } else { idle };
         choose(found, &pool, req.key, bound, turn, RouteReason::Cold)
             .map(|(i, _)| (i, RouteReason::Cold))
+    }
+}
+
+/// `n` counted over a sample, extrapolated to the set it was drawn from.
+fn scaled(n: usize, scale: f64) -> usize {
+    if scale == 1.0 {
+        n
+    } else {
+        (n as f64 * scale).round() as usize
     }
 }
 
@@ -343,6 +388,10 @@ fn round_robin<'c, 'a>(found: &'c [Candidate<'a>], turn: usize) -> &'c Candidate
 }
 
 #[cfg(test)]
+mod oracle;
+#[cfg(test)]
 mod placement_tests;
+#[cfg(test)]
+mod sample_tests;
 #[cfg(test)]
 mod tests;

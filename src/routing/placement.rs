@@ -40,12 +40,31 @@ impl EvictionCost {
 
 /// Slots of the routable boxes believed to hold `model`.
 pub(super) fn resident_slots(table: &RoutingTable, model: &ModelName) -> usize {
-    table
-        .backends
-        .iter()
-        .filter(|b| b.is_available() && b.state.has_resident(model))
-        .map(|b| b.capacity())
-        .sum()
+    resident_slots_upto(table, model, usize::MAX)
+}
+
+/// `resident_slots`, but counting stops once the sum reaches `enough`: a caller that
+/// only compares it with `enough` gets the same answer without visiting every box
+/// that holds a popular model in a large fleet.
+fn resident_slots_upto(table: &RoutingTable, model: &ModelName, enough: usize) -> usize {
+    let index = table.index();
+    let Some(entry) = index.model(model) else {
+        return 0;
+    };
+    let current = index.is_current();
+    let mut sum = 0usize;
+    for &i in &entry.held {
+        let b = &table.backends[i as usize];
+        // A stale index (large fleets, between rebuilds) may miss a box that loaded
+        // the model since: counting too few slots only protects the model more.
+        if b.is_available() && (current || b.state.has_resident(model)) {
+            sum += b.capacity();
+            if sum >= enough {
+                break;
+            }
+        }
+    }
+    sum
 }
 
 /// What loading a model on `backend` would cost the model it evicts.
@@ -65,7 +84,10 @@ pub fn eviction_cost(
     if wanted < IDLE {
         return EvictionCost::Spare;
     }
-    let remaining = resident_slots(table, &victim.model).saturating_sub(backend.capacity());
+    // Spare for certain once the slots reach this: no need to count the rest.
+    let enough = ((wanted * (1.0 + MARGIN)).ceil() as usize).saturating_add(backend.capacity());
+    let remaining =
+        resident_slots_upto(table, &victim.model, enough).saturating_sub(backend.capacity());
     let shortfall = wanted * (1.0 + MARGIN) - remaining as f64;
     if shortfall <= 0.0 {
         EvictionCost::Spare
@@ -82,18 +104,15 @@ pub(super) fn wants_another_box(demanded: f64, slots: usize) -> bool {
 
 /// Whether loading the model on a free cold box beats waiting for a resident one: the
 /// expected wait is the queue ahead (plus this request) served by the resident boxes'
-/// slots at their observed pace.
+/// slots (`slots`, theirs in all) at their observed pace.
 pub(super) fn load_beats_waiting(
     found: &[Candidate],
     resident: &[usize],
     cold: &[usize],
     waiting: usize,
+    slots: usize,
 ) -> bool {
-    let slots: usize = resident
-        .iter()
-        .map(|&i| found[i].capacity)
-        .sum::<usize>()
-        .max(1);
+    let slots = slots.max(1);
     let Some(service_ms) = average(
         resident
             .iter()
