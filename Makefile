@@ -106,5 +106,5 @@ bench-load: deps
 		echo "installing$$pkgs (the load benchmark's tools)"; \
 		$(SUDO) apt-get install -y -qq $$pkgs; \
 	fi
-	$(CARGO) build --release --example bare_pingora
+	$(CARGO) build --release --example bare_pingora --example bare_pingora_mimalloc
 	$(CARGO) bench --bench load -- $(if $(filter-out 0,$(QUICK)),--quick) $(ARGS)

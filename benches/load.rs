@@ -1,6 +1,6 @@
 //! Load benchmark: what a request and a streamed chunk cost through corral, next to
-//! the engine's own floor (a bare Pingora proxy of the same version), nginx and
-//! HAProxy, all with two workers in front of one fast Ollama-shaped backend, plus
+//! the engine's own floor (a bare Pingora proxy of the same version, with Pingora's
+//! defaults and tuned with corral's allocator and runtime settings), nginx and HAProxy, all with two workers in front of one fast Ollama-shaped backend, plus
 //! direct (no proxy). Systems are interleaved within each round; the tables give the
 //! medians of the rounds. Non-streaming: wrk, one thread, `POST /api/chat` at 16, 64
 //! and 256 connections — rps, p50/p99/p99.9, CPU seconds per 10k requests, peak RSS.
@@ -8,7 +8,8 @@
 //! p99 over direct, CPU per 100k chunks, RSS. Writes `target/bench-results/load.json`.
 //!
 //! `make bench-load` (`QUICK=1` for the smoke run), or
-//! `cargo build --release --example bare_pingora && cargo bench --bench load --
+//! `cargo build --release --example bare_pingora --example bare_pingora_mimalloc &&
+//! cargo bench --bench load --
 //! [--quick] [--only ID,ID] [--conns N,N] [--secs S] [--streams N] [--stream-secs S]
 //! [--chunk-rate N] [--rounds N] [--skip requests|streams]`.
 
@@ -151,7 +152,7 @@ async fn bench(options: Options) -> i32 {
 fn print_versions(v: &Versions, fd_limit: u64) {
     let or_missing = |o: &Option<String>| o.clone().unwrap_or_else(|| "not installed".into());
     eprintln!("corral:  {}", v.corral);
-    eprintln!("pingora: {} (corral and bare Pingora)", v.pingora);
+    eprintln!("pingora: {} (corral and both bare Pingoras)", v.pingora);
     eprintln!("nginx:   {}", or_missing(&v.nginx));
     eprintln!("haproxy: {}", or_missing(&v.haproxy));
     eprintln!("wrk:     {}", or_missing(&v.wrk));
@@ -168,6 +169,10 @@ fn missing(system: System, tools: &Tools) -> Option<&'static str> {
     match system {
         System::BarePingora if tools.bare_pingora.is_none() => Some(
             "examples/bare_pingora is not built (cargo build --release --example bare_pingora)",
+        ),
+        System::BareTuned if tools.bare_pingora_mimalloc.is_none() => Some(
+            "examples/bare_pingora_mimalloc is not built (cargo build --release --example \
+             bare_pingora_mimalloc)",
         ),
         System::Nginx if tools.nginx.is_none() => Some("nginx is not installed"),
         System::Haproxy if tools.haproxy.is_none() => Some("haproxy is not installed"),
@@ -287,9 +292,21 @@ async fn run(
             report::streams_markdown(&summaries, options.chunk_rate * options.streams)
         );
     }
-    println!("Goals (issue 11), corral default against bare Pingora:");
+    println!(
+        "Goals (issue 11), corral default against bare Pingora twice: with Pingora's \
+         defaults, and tuned with corral's own settings (mimalloc, work_stealing off):"
+    );
     println!();
     println!("{}", report::goals_markdown(&summaries));
+    let settings = report::pingora_settings_lines(&summaries);
+    if !settings.is_empty() {
+        println!("Pingora settings (bare Pingora, defaults → tuned):");
+        println!();
+        for line in &settings {
+            println!("- {line}");
+        }
+        println!();
+    }
     for s in &summaries {
         for e in &s.errors {
             println!("{}: {e}", s.system);

@@ -1,8 +1,9 @@
 //! The systems under load, each started fresh in front of one backend with two
 //! workers/threads: direct (no proxy), corral with its default configuration (access
 //! log on, to a file) and with the access log off, bare Pingora (`examples/
-//! bare_pingora.rs`), nginx and HAProxy. Each runs in its own temporary directory
-//! (config, pid file, logs) on an ephemeral loopback port.
+//! bare_pingora.rs`) with Pingora's defaults and tuned as corral is (mimalloc, work
+//! stealing off), nginx and HAProxy. Each runs in its own temporary directory (config,
+//! pid file, logs) on an ephemeral loopback port.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,17 +26,22 @@ pub enum System {
     /// corral as shipped: `RUST_LOG` unset, so the access log is on.
     Corral,
     CorralNoLog,
+    /// Pingora's defaults: the system allocator, a work-stealing runtime.
     BarePingora,
+    /// The engine with corral's two settings (mimalloc, `work_stealing: false`), so
+    /// corral's own cost is read against an engine configured like it.
+    BareTuned,
     Nginx,
     Haproxy,
 }
 
 impl System {
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 7] = [
         System::Direct,
         System::Corral,
         System::CorralNoLog,
         System::BarePingora,
+        System::BareTuned,
         System::Nginx,
         System::Haproxy,
     ];
@@ -46,6 +52,7 @@ impl System {
             System::Corral => "corral",
             System::CorralNoLog => "corral-nolog",
             System::BarePingora => "bare",
+            System::BareTuned => "bare-tuned",
             System::Nginx => "nginx",
             System::Haproxy => "haproxy",
         }
@@ -58,6 +65,7 @@ impl System {
             System::Corral => "corral (default, log on)",
             System::CorralNoLog => "corral, access log off",
             System::BarePingora => "bare Pingora",
+            System::BareTuned => "bare Pingora, tuned",
             System::Nginx => "nginx",
             System::Haproxy => "HAProxy",
         }
@@ -186,17 +194,24 @@ pub async fn start(
         System::Corral | System::CorralNoLog => {
             start_corral(system, port, backend, &tools.corral, dir.path(), &log)?
         }
-        System::BarePingora => {
-            let bin = tools
-                .bare_pingora
-                .as_ref()
-                .ok_or("bare_pingora is not built")?;
+        System::BarePingora | System::BareTuned => {
+            let bin = if system == System::BareTuned {
+                tools.bare_pingora_mimalloc.as_ref()
+            } else {
+                tools.bare_pingora.as_ref()
+            }
+            .ok_or_else(|| format!("{} is not built", system.label()))?;
             let mut command = Command::new(bin);
             command
                 .arg(addr.to_string())
                 .arg(backend.to_string())
                 .arg(WORKERS.to_string());
-            spawn(command, "bare Pingora", &log)?
+            // The example reads only whether the variable is set.
+            command.env_remove("BARE_NO_STEAL");
+            if system == System::BareTuned {
+                command.env("BARE_NO_STEAL", "1");
+            }
+            spawn(command, system.label(), &log)?
         }
         System::Nginx => {
             let bin = tools.nginx.as_ref().ok_or("nginx is not installed")?;
@@ -216,7 +231,7 @@ pub async fn start(
     let mut running = Running {
         addr,
         proc: Some(proc),
-        stop_signal: if system == System::BarePingora {
+        stop_signal: if matches!(system, System::BarePingora | System::BareTuned) {
             libc::SIGINT
         } else {
             libc::SIGTERM

@@ -1,4 +1,4 @@
-//! The programs the benchmark drives — corral, the bare Pingora example, nginx,
+//! The programs the benchmark drives — corral, the bare Pingora examples, nginx,
 //! HAProxy and wrk — found on this machine, and each one's version for the report.
 
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use crate::process::find_program;
 pub struct Tools {
     pub corral: PathBuf,
     pub bare_pingora: Option<PathBuf>,
+    pub bare_pingora_mimalloc: Option<PathBuf>,
     pub nginx: Option<PathBuf>,
     pub haproxy: Option<PathBuf>,
     pub wrk: Option<PathBuf>,
@@ -31,7 +32,8 @@ impl Tools {
     pub fn discover(corral: &str) -> Tools {
         Tools {
             corral: PathBuf::from(corral),
-            bare_pingora: bare_pingora(),
+            bare_pingora: example("bare_pingora", "BARE_PINGORA"),
+            bare_pingora_mimalloc: example("bare_pingora_mimalloc", "BARE_PINGORA_MIMALLOC"),
             nginx: find_program("nginx", "NGINX"),
             haproxy: find_program("haproxy", "HAPROXY"),
             wrk: find_program("wrk", "WRK"),
@@ -53,19 +55,16 @@ impl Tools {
     }
 }
 
-/// `examples/bare_pingora.rs` built in the same profile as this bench
-/// (`cargo build --release --example bare_pingora`, which `make bench-load` runs):
-/// `<target>/release/examples/`, beside the bench's `deps/`.
-fn bare_pingora() -> Option<PathBuf> {
-    if let Some(explicit) = std::env::var_os("BARE_PINGORA") {
+/// An example (`examples/NAME.rs`) built in the same profile as this bench
+/// (`cargo build --release --example NAME`, which `make bench-load` runs):
+/// `<target>/release/examples/`, beside the bench's `deps/`; `env` names a variable
+/// that points at the binary instead.
+fn example(name: &str, env: &str) -> Option<PathBuf> {
+    if let Some(explicit) = std::env::var_os(env) {
         return Some(PathBuf::from(explicit));
     }
     let exe = std::env::current_exe().ok()?;
-    let candidate = exe
-        .parent()?
-        .parent()?
-        .join("examples")
-        .join("bare_pingora");
+    let candidate = exe.parent()?.parent()?.join("examples").join(name);
     candidate.is_file().then_some(candidate)
 }
 
