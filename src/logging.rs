@@ -1,10 +1,10 @@
 //! Log output off the request path. A request formats its line (the access log
-//! formats itself, see `proxy::access_line`) and appends it to a shared in-memory batch: no system call and no thread
-//! wake-up per line. A writer thread writes the batch to stderr every
-//! `FLUSH_EVERY`, or sooner once it passes `FLUSH_AT` bytes — the way nginx's
-//! `access_log ... buffer= flush=` works. When stderr cannot keep up and the batch
-//! reaches `MAX_BATCH`, further lines are dropped instead of stalling requests, and
-//! counted in `corral_log_lines_dropped_total`.
+//! formats itself, see `proxy::access_line`) and appends it to a shared in-memory
+//! batch: no system call and no thread wake-up per line. A writer thread writes the
+//! batch to stderr every `FLUSH_EVERY`, or sooner once it passes `FLUSH_AT` bytes —
+//! the way nginx's `access_log ... buffer= flush=` works. When stderr cannot keep up
+//! and the batch reaches `MAX_BATCH`, further lines are dropped instead of stalling
+//! requests, and counted in `corral_log_lines_dropped_total`.
 //!
 //! tracing-appender's non-blocking writer was measured first: it wakes its thread
 //! for every line (a futex wake and a `write` per request), and that thread took
