@@ -60,6 +60,11 @@ async fn post(c: &Corral, path: &str, key: Option<&str>, body: Value) -> (u16, V
     (s, v)
 }
 
+/// The status of a non-streamed llama3 chat sent with `key`.
+async fn chat_status(c: &Corral, key: &str) -> u16 {
+    post(c, "/api/chat", Some(key), chat("llama3")).await.0
+}
+
 /// Waits until `model` is routable, asking with `key` (listings need one).
 async fn wait_listed(c: &Corral, key: &str, model: &str) {
     wait_for(&format!("{model} listed"), || async {
@@ -292,53 +297,23 @@ async fn a_reload_adds_rotates_and_removes_keys() {
     let one = "clients:\n  keys:\n    - {name: a, key: first-key-of-a}\n";
     let c = start_corral(&format!("{one}{backends}")).await;
     wait_listed(&c, "first-key-of-a", "llama3").await;
-    assert_eq!(
-        post(&c, "/api/chat", Some("first-key-of-a"), chat("llama3"))
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        post(&c, "/api/chat", Some("key-of-new-b"), chat("llama3"))
-            .await
-            .0,
-        401
-    );
+    assert_eq!(chat_status(&c, "first-key-of-a").await, 200);
+    assert_eq!(chat_status(&c, "key-of-new-b").await, 401);
 
     // a's key rotated (its counters stay), b added.
     rewrite_and_reload(
         &c,
         &format!("clients:\n  keys:\n    - {{name: a, key: second-key-of-a}}\n    - {{name: b, key: key-of-new-b}}\n{backends}"),
     );
-    assert_eq!(
-        post(&c, "/api/chat", Some("first-key-of-a"), chat("llama3"))
-            .await
-            .0,
-        401
-    );
-    assert_eq!(
-        post(&c, "/api/chat", Some("second-key-of-a"), chat("llama3"))
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        post(&c, "/api/chat", Some("key-of-new-b"), chat("llama3"))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(chat_status(&c, "first-key-of-a").await, 401);
+    assert_eq!(chat_status(&c, "second-key-of-a").await, 200);
+    assert_eq!(chat_status(&c, "key-of-new-b").await, 200);
     let view = c.admin("/api/v1/clients").await.expect("clients");
     assert_eq!(view["clients"][0]["requests"], 2, "{view}");
 
     // No keys left: nobody gets in. No `clients:` at all: the port is open again.
     rewrite_and_reload(&c, &format!("clients: {{keys: []}}\n{backends}"));
-    assert_eq!(
-        post(&c, "/api/chat", Some("key-of-new-b"), chat("llama3"))
-            .await
-            .0,
-        401
-    );
+    assert_eq!(chat_status(&c, "key-of-new-b").await, 401);
     rewrite_and_reload(&c, &backends);
     assert_eq!(post(&c, "/api/chat", None, chat("llama3")).await.0, 200);
     let view = c.admin("/api/v1/clients").await.expect("clients");
