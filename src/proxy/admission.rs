@@ -10,6 +10,7 @@ use pingora::Result;
 use crate::model::ModelName;
 use crate::routing::{Need, NoRoute, Pick, QueueError, RouteRequest, Turn};
 
+use super::attempt::Planned;
 use super::body_deadline::{read_body_chunk, BodyDeadline};
 use super::endpoint::Endpoint;
 use super::sniff::{BodySniffer, Facts, Sniff};
@@ -134,13 +135,13 @@ impl CorralProxy {
         Ok(None)
     }
 
-    /// Picks the backend for the first attempt, waiting in the queue when every
-    /// candidate is busy.
+    /// Picks the backend for the first attempt and takes its slot, waiting in the queue
+    /// when every candidate is busy.
     pub(super) async fn admit(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-    ) -> Result<Pick, Refusal> {
+    ) -> Result<Planned, Refusal> {
         let model = ctx.model_name().cloned();
         let config = self.pool.load().config.clone();
         let turn = ctx.client.as_ref().map_or_else(Turn::default, |c| Turn {
@@ -155,7 +156,7 @@ impl CorralProxy {
             Err(NoRoute::Full)
         };
         match first {
-            Ok(pick) => return Ok(pick),
+            Ok(pick) => return Ok(self.reserve(pick)),
             Err(NoRoute::Full) => {}
             Err(e) => return Err(Refusal::NoRoute(e)),
         }
@@ -188,9 +189,18 @@ impl CorralProxy {
         if let Some(deadline) = ctx.body_deadline.as_mut() {
             deadline.postpone(since.elapsed());
         }
-        result.map_err(|e| match e {
+        // The slot is taken while the ticket is still held: leaving the queue wakes the
+        // next waiter, which must find the slot gone.
+        let planned = result.map(|pick| self.reserve(pick));
+        drop(ticket);
+        planned.map_err(|e| match e {
             QueueError::NoRoute(n) => Refusal::NoRoute(n),
             other => Refusal::Queue(other),
         })
+    }
+
+    /// Takes the slot of `pick` now, so no other request can pick it in the meantime.
+    pub(super) fn reserve(&self, pick: Pick) -> Planned {
+        Planned::reserve(pick, self.queue.clone())
     }
 }

@@ -42,12 +42,31 @@ pub enum Outcome<'a> {
     Neutral,
 }
 
+/// A pick with its backend slot already taken. The slot is taken the moment the pick
+/// is made, not when the attempt starts: between the two lie awaits, and a queued
+/// request woken in that gap would see the slot free and take it too.
+pub struct Planned {
+    pick: Pick,
+    slot: InFlight,
+}
+
+impl Planned {
+    pub fn reserve(pick: Pick, watcher: Arc<dyn SlotWatcher>) -> Planned {
+        let slot = InFlight::acquire(&pick.backend.state, Some(watcher));
+        Planned { pick, slot }
+    }
+
+    pub fn pick(&self) -> &Pick {
+        &self.pick
+    }
+}
+
 impl Attempt {
-    /// Starts an attempt: takes a slot on the backend and, for work that runs the
-    /// model, records the model in use there (a load, if it was not resident).
-    pub fn start(pick: Pick, model: Option<&ModelName>, watcher: Arc<dyn SlotWatcher>) -> Attempt {
+    /// Starts an attempt on its reserved slot and, for work that runs the model,
+    /// records the model in use there (a load, if it was not resident).
+    pub fn start(planned: Planned, model: Option<&ModelName>) -> Attempt {
+        let Planned { pick, slot } = planned;
         let state = &pick.backend.state;
-        let slot = InFlight::acquire(state, Some(watcher));
         let model = model.map(|m| {
             let used = state.residency.use_model(m);
             if let Some(victim) = &used.evicts {

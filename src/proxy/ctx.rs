@@ -6,7 +6,7 @@ use crate::clients::{Client, InFlightGuard};
 use crate::model::ModelName;
 use crate::routing::{Need, Pick, RouteRequest};
 
-use super::attempt::Attempt;
+use super::attempt::{Attempt, Planned};
 use super::body_deadline::BodyDeadline;
 use super::endpoint::Endpoint;
 use super::framing::LineFramer;
@@ -25,9 +25,9 @@ pub struct RequestCtx {
     pub route: RouteRequest,
     /// `X-Corral-Target: all`: a fleet operation on every backend.
     pub target_all: bool,
-    /// Chosen before proxying so a 404/503 can be answered with a body; taken by the
-    /// first `upstream_peer` call. Retries pick again.
-    pub planned: Option<Pick>,
+    /// Chosen (and its slot taken) before proxying so a 404/503 can be answered with a
+    /// body; taken by the first `upstream_peer` call. Retries pick again.
+    pub planned: Option<Planned>,
     /// The current try at a backend; its slot is released when it is replaced or the
     /// request ends, whatever the path.
     pub attempt: Option<Attempt>,

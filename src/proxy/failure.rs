@@ -194,7 +194,7 @@ impl CorralProxy {
             .pick_backend(&table, &ctx.route, &ctx.tried)
             .ok()?;
         tracing::debug!(from = %state.name, to = next.backend.name(), "backend busy, retrying");
-        ctx.planned = Some(next);
+        ctx.planned = Some(self.reserve(next));
         Some(Error::explain(
             ErrorType::Custom(BUSY),
             format!("backend '{}' busy", state.name),

@@ -38,7 +38,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::services::listening::Service;
 use pingora::{Error, ErrorType};
 
-use crate::pool::{Pool, SlotWatcher};
+use crate::pool::Pool;
 use crate::routing::{AdmissionQueue, DemandTable, Router};
 use admission::Refusal;
 use attempt::{Attempt, Outcome};
@@ -169,8 +169,8 @@ impl ProxyHttp for CorralProxy {
             }
         }
         match self.admit(session, ctx).await {
-            Ok(pick) => {
-                ctx.planned = Some(pick);
+            Ok(planned) => {
+                ctx.planned = Some(planned);
                 Ok(false)
             }
             Err(refusal) => {
@@ -186,18 +186,20 @@ impl ProxyHttp for CorralProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let table = self.pool.snapshot();
-        let pick = match ctx.planned.take() {
+        let planned = match ctx.planned.take() {
             Some(p) => p,
-            None => self
-                .router
-                .pick_backend(&table, &ctx.route, &ctx.tried)
-                .map_err(|e| no_route_error(&e))?,
+            None => self.reserve(
+                self.router
+                    .pick_backend(&table, &ctx.route, &ctx.tried)
+                    .map_err(|e| no_route_error(&e))?,
+            ),
         };
         // A previous attempt that ended without a verdict (a stale pooled connection
         // being replayed) says nothing about its backend.
         if let Some(mut previous) = ctx.attempt.take() {
             previous.settle(&table, Outcome::Neutral);
         }
+        let pick = planned.pick();
         let state = pick.backend.state.clone();
         // TLS checks the certificate against the backend's host name (or IP); an empty
         // SNI would turn the check off in Pingora.
@@ -207,9 +209,8 @@ impl ProxyHttp for CorralProxy {
             false => (false, String::new()),
         };
         ctx.tried.push(pick.backend.name().to_string());
-        let watcher: Arc<dyn SlotWatcher> = self.queue.clone();
         let model = ctx.model_name().filter(|_| ctx.endpoint.is_inference());
-        ctx.attempt = Some(Attempt::start(pick, model, watcher));
+        ctx.attempt = Some(Attempt::start(planned, model));
         let Some(addr) = state.addr.load_full() else {
             return Err(Error::explain(
                 ErrorType::ConnectNoRoute,
