@@ -294,7 +294,8 @@ async fn run(
     }
     println!(
         "Goals (issue 11), corral default against bare Pingora twice: with Pingora's \
-         defaults, and tuned with corral's own settings (mimalloc, work_stealing off):"
+         defaults, and tuned with corral's own settings ({}):",
+        report::TUNED
     );
     println!();
     println!("{}", report::goals_markdown(&summaries));

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 
@@ -47,17 +48,24 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // `BARE_TUNED=1`: corral's engine settings (measured in the README's Pingora
+    // settings lines): one single-threaded runtime per thread, and accepted
+    // connections read without Pingora's 64 KiB L4 buffer.
+    let tuned = std::env::var_os("BARE_TUNED").is_some();
     let conf = ServerConf {
         threads,
-        // `BARE_NO_STEAL=1`: one single-threaded runtime per thread (measured in the
-        // README's Pingora settings line).
-        work_stealing: std::env::var_os("BARE_NO_STEAL").is_none(),
+        work_stealing: !tuned,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut proxy = http_proxy_service(&server.configuration, Bare { upstream });
-    proxy.add_tcp(&listen);
+    if tuned {
+        let buffers = L4BufferSettings::default().read(0);
+        proxy.add_listener(ListenerConfig::tcp(listen).l4_buffer(buffers));
+    } else {
+        proxy.add_tcp(&listen);
+    }
     server.add_service(proxy);
     server.run_forever()
 }

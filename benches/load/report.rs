@@ -328,15 +328,15 @@ pub fn streams_markdown(summaries: &[Summary], offered_per_s: usize) -> String {
     out
 }
 
+/// corral's engine settings, which "bare Pingora, tuned" runs with.
+pub const TUNED: &str = "mimalloc, work_stealing off, unbuffered reads";
+
 /// The engine baselines of the goals, each with the name its goal lines carry:
-/// Pingora's defaults (issue 11's own baseline) and the engine with corral's allocator
-/// and runtime settings, against which corral's remaining gap is its own code.
+/// Pingora's defaults (issue 11's own baseline) and the engine with corral's allocator,
+/// runtime and buffer settings, against which corral's remaining gap is its own code.
 const BARE_BASELINES: [(System, &str); 2] = [
     (System::BarePingora, "bare Pingora (defaults)"),
-    (
-        System::BareTuned,
-        "bare Pingora tuned (mimalloc, no stealing)",
-    ),
+    (System::BareTuned, "bare Pingora tuned"),
 ];
 
 fn find(summaries: &[Summary], system: System) -> Option<&Summary> {
@@ -438,7 +438,7 @@ pub fn pingora_settings_lines(summaries: &[Summary]) -> Vec<String> {
         .filter_map(|p| {
             let t = tuned.levels.iter().find(|t| t.conns == p.conns)?;
             Some(format!(
-                "c={}: mimalloc + work_stealing off {} bare Pingora from {} to {} rps \
+                "c={}: {TUNED} {} bare Pingora from {} to {} rps \
                  (CPU/10k {} → {}, p99 {} → {} ms)",
                 p.conns,
                 verb(p.rps, t.rps),
@@ -453,7 +453,7 @@ pub fn pingora_settings_lines(summaries: &[Summary]) -> Vec<String> {
         .collect();
     if let (Some(p), Some(t)) = (&plain.streams, &tuned.streams) {
         lines.push(format!(
-            "streaming, {} streams: mimalloc + work_stealing off takes bare Pingora's CPU \
+            "streaming, {} streams: {TUNED} takes bare Pingora's CPU \
              per 100k chunks from {} to {}, added p99 from {} to {} ms, RSS from {} to {} MiB",
             p.streams,
             opt(p.cpu_s_per_100k_chunks, 3),

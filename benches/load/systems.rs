@@ -207,9 +207,9 @@ pub async fn start(
                 .arg(backend.to_string())
                 .arg(WORKERS.to_string());
             // The example reads only whether the variable is set.
-            command.env_remove("BARE_NO_STEAL");
+            command.env_remove("BARE_TUNED");
             if system == System::BareTuned {
-                command.env("BARE_NO_STEAL", "1");
+                command.env("BARE_TUNED", "1");
             }
             spawn(command, system.label(), &log)?
         }
