@@ -13,6 +13,7 @@
 
 mod json;
 mod live;
+mod series;
 
 pub use json::{FamilyView, MetricsView, SampleView, SummaryRow};
 pub use live::LiveSource;
@@ -94,6 +95,8 @@ pub struct Metrics {
     live: Arc<live::LiveCollector>,
     /// Model names that may be used as label values (from the backends' inventories).
     known_models: ArcSwap<HashSet<String>>,
+    /// Bumped when series are removed: the per-thread handle caches start over.
+    series_generation: series::Generation,
 }
 
 /// The process-wide metrics. One registry per process: corral runs one server.
@@ -243,6 +246,7 @@ impl Metrics {
                 &["client", "kind"],
             ),
             known_models: ArcSwap::from_pointee(HashSet::new()),
+            series_generation: series::Generation::default(),
             live: Arc::new(live::LiveCollector::new()),
             registry,
         };
@@ -316,39 +320,48 @@ impl Metrics {
         prune(&self.tokens, keep);
         prune(&self.tokens_per_second, keep);
         prune(&self.load_duration, keep);
+        self.series_generation.bump();
+    }
+
+    fn request_vecs(&self) -> series::RequestVecs<'_> {
+        series::RequestVecs {
+            requests: &self.requests,
+            duration: &self.duration,
+            ttft: &self.ttft,
+            tokens: &self.tokens,
+            tokens_per_second: &self.tokens_per_second,
+        }
     }
 
     /// Records one finished request.
     pub fn observe_request(&self, r: &RequestRecord) {
         let backend = r.backend.unwrap_or(NO_BACKEND);
         let model = self.model_label(r.model);
-        self.requests
-            .with_label_values(&[backend, model, r.endpoint, code_label(r.status)])
-            .inc();
-        self.duration
-            .with_label_values(&[backend, model, r.endpoint])
-            .observe(r.duration.as_secs_f64());
-        if let Some(t) = r.ttft {
-            self.ttft
-                .with_label_values(&[backend, model])
-                .observe(t.as_secs_f64());
-        }
+        let vecs = self.request_vecs();
+        series::with_series(
+            &self.series_generation,
+            (backend, model, r.endpoint),
+            |series| {
+                series.requests(&vecs, code_label(r.status)).inc();
+                series.duration(&vecs).observe(r.duration.as_secs_f64());
+                if let Some(t) = r.ttft {
+                    series.ttft(&vecs).observe(t.as_secs_f64());
+                }
+                if let Some(s) = r.tokens {
+                    let [prompt, completion] = series.tokens(&vecs);
+                    prompt.inc_by(s.prompt_tokens);
+                    completion.inc_by(s.completion_tokens);
+                    if s.completion_ns > 0 && s.completion_tokens > 0 {
+                        let tps = s.completion_tokens as f64 / (s.completion_ns as f64 / 1e9);
+                        series.tokens_per_second(&vecs).observe(tps);
+                    }
+                }
+            },
+        );
         if let Some(q) = r.queue_wait {
             self.queue_wait.observe(q.as_secs_f64());
         }
         if let Some(s) = r.tokens {
-            self.tokens
-                .with_label_values(&[backend, model, "prompt"])
-                .inc_by(s.prompt_tokens);
-            self.tokens
-                .with_label_values(&[backend, model, "completion"])
-                .inc_by(s.completion_tokens);
-            if s.completion_ns > 0 && s.completion_tokens > 0 {
-                let tps = s.completion_tokens as f64 / (s.completion_ns as f64 / 1e9);
-                self.tokens_per_second
-                    .with_label_values(&[backend, model])
-                    .observe(tps);
-            }
             // Sub-100 ms "loads" are a resident model being touched, not a load.
             if s.load_ns > 100_000_000 {
                 self.load_duration
@@ -534,16 +547,19 @@ mod tests {
         };
         listing(&["x", "y"]);
         let x = ModelName::new("x");
-        m.observe_request(&RequestRecord {
-            backend: Some("a"),
-            model: Some(&x),
-            endpoint: "chat",
-            status: 200,
-            duration: Duration::from_millis(30),
-            ttft: Some(Duration::from_millis(10)),
-            queue_wait: None,
-            tokens: None,
-        });
+        let request_for_x = || {
+            m.observe_request(&RequestRecord {
+                backend: Some("a"),
+                model: Some(&x),
+                endpoint: "chat",
+                status: 200,
+                duration: Duration::from_millis(30),
+                ttft: Some(Duration::from_millis(10)),
+                queue_wait: None,
+                tokens: None,
+            })
+        };
+        request_for_x();
         let text = m.render_text();
         assert!(text.contains(r#"model="x:latest""#));
         // Present at zero before any request: what a dashboard plots for `y`.
@@ -557,6 +573,14 @@ mod tests {
         let text = m.render_text();
         assert!(!text.contains(r#"model="x:latest""#), "{text}");
         assert!(text.contains(r#"model="y:latest""#));
+        // Back in the fleet: its series start again, not into a removed series that
+        // this thread's handle cache still held.
+        listing(&["x", "y"]);
+        request_for_x();
+        let text = m.render_text();
+        let series =
+            r#"corral_requests_total{backend="a",code="200",endpoint="chat",model="x:latest"} 1"#;
+        assert!(text.contains(series), "{text}");
     }
 
     #[test]
