@@ -25,6 +25,18 @@ fn opt_out_of_huge_pages() {
     }
 }
 
+/// Rust ignores SIGPIPE, so `println!` into a closed pipe (`corral metrics | head -1`)
+/// panics with "failed printing to stdout". A command that only prints should end
+/// quietly instead, as other Unix tools do. Sockets are unaffected (Rust sends with
+/// `MSG_NOSIGNAL`); the servers keep ignoring it all the same.
+fn die_quietly_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition touches no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "corral",
@@ -91,6 +103,12 @@ fn main() -> ExitCode {
     opt_out_of_huge_pages();
     let cli = Cli::parse();
     corral::logging::init(cli.log_json);
+    if !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Sim(_) | Command::Demo(_)
+    ) {
+        die_quietly_on_closed_stdout();
+    }
     let result = match cli.command {
         Command::Serve { config, upgrade } => serve(&config, upgrade),
         Command::Check { config } => check(&config),
