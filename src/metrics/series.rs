@@ -138,11 +138,11 @@ impl Generation {
 }
 
 /// Runs `record` with the series of (backend, model, endpoint), cached on this thread.
-pub(super) fn with_series<R>(
+pub(super) fn with_series(
     generation: &Generation,
     (backend, model, endpoint): (&str, &str, &'static str),
-    record: impl FnOnce(&mut RequestSeries) -> R,
-) -> R {
+    record: impl FnOnce(&mut RequestSeries),
+) {
     let current = (generation.id, generation.count.load(Ordering::Acquire));
     let hash = {
         let mut h = Xxh3::new();

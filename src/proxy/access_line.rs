@@ -99,11 +99,11 @@ impl AccessLine<'_> {
                 let Some(value) = value else { continue };
                 let _ = write!(out, r#","{name}":"#);
                 match value {
-                    Value::Shown(s) | Value::Text(s) => json_string(out, s),
+                    Value::Shown(s) | Value::Text(s) => json_value(out, s),
                     Value::Int(n) => {
                         let _ = write!(out, "{n}");
                     }
-                    Value::Float(f) => json_float(out, f),
+                    Value::Float(f) => json_value(out, &f),
                 }
             }
             let _ = writeln!(out, r#"}},"target":"{TARGET}"}}"#);
@@ -123,16 +123,10 @@ impl AccessLine<'_> {
     }
 }
 
-/// A JSON string literal, escaped as serde_json escapes it.
-fn json_string(out: &mut Vec<u8>, s: &str) {
-    if serde_json::to_writer(&mut *out, s).is_err() {
-        out.extend_from_slice(b"null");
-    }
-}
-
-/// A JSON number as serde_json writes an `f64` (non-finite values become `null`).
-fn json_float(out: &mut Vec<u8>, f: f64) {
-    if serde_json::to_writer(&mut *out, &f).is_err() {
+/// A value as tracing's JSON format writes it, through serde_json: strings escaped as
+/// serde_json escapes them, non-finite floats as `null`.
+fn json_value<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    if serde_json::to_writer(&mut *out, value).is_err() {
         out.extend_from_slice(b"null");
     }
 }
